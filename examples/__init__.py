@@ -1,0 +1,1 @@
+"""Bundled example models: classic nn.Module tutorial networks for trying out modscope."""

@@ -1,0 +1,33 @@
+"""Small pure formatting helpers shared by renderers (numbers, bytes, shapes)."""
+from __future__ import annotations
+
+
+def human_count(n: int | None) -> str:
+    """12_600_000 -> '12.6M'; None -> '?' (unknown, e.g. lazy parameters)."""
+    if n is None:
+        return "?"
+    for unit, size in (("T", 10**12), ("B", 10**9), ("M", 10**6), ("K", 10**3)):
+        if abs(n) >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(n)
+
+
+def human_bytes(n: int | None) -> str:
+    """1536 -> '1.5 KiB'."""
+    if n is None:
+        return "?"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def shape_str(shape) -> str:
+    """(1, 3, 224, 224) -> '1x3x224x224'; () -> 'scalar'; None -> '?'."""
+    if shape is None:
+        return "?"
+    if len(shape) == 0:
+        return "scalar"
+    return "x".join(str(d) for d in shape)

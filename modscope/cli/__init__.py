@@ -1,0 +1,15 @@
+"""The ``modscope`` command line: one small module per command group, all thin front doors over reports.
+
+Nothing here imports torch at module level, so ``modscope --help`` stays fast.
+"""
+from __future__ import annotations
+
+from modscope.cli.app import app
+from modscope.cli import static_commands  # noqa: F401  (registers summary/tree/shared/audit)
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "main"]

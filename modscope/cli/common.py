@@ -1,0 +1,84 @@
+"""What every command shares: option types, model loading from options, error reporting, output."""
+from __future__ import annotations
+
+import contextlib
+import sys
+import traceback
+from typing import Annotated, Optional
+
+import typer
+
+from modscope.errors import EXIT_USAGE, ModscopeError
+
+EXIT_INTERNAL = 3
+
+Target = Annotated[
+    str,
+    typer.Argument(
+        metavar="TARGET",
+        help="file.py:Name, package.module:Name (class, factory or instance), or a saved TorchScript/pickled model.",
+        show_default=False,
+    ),
+]
+ArgOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--arg", help="Constructor argument key=value (Python literal); repeatable.", show_default=False),
+]
+ArgsJsonOpt = Annotated[
+    Optional[str], typer.Option("--args-json", help="Constructor arguments as a JSON object.", show_default=False)
+]
+TrustOpt = Annotated[
+    bool, typer.Option("--trust", help="Allow unpickling whole-model files (this runs code from the file).")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")]
+
+
+@contextlib.contextmanager
+def reporting_errors(debug: bool):
+    """Turn exceptions into one stderr line and an exit code (a traceback too with --debug)."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except ModscopeError as exc:
+        if debug:
+            traceback.print_exc()
+        _error_line(str(exc))
+        raise typer.Exit(exc.exit_code)
+    except KeyboardInterrupt:
+        _error_line("interrupted")
+        raise typer.Exit(130)
+    except Exception as exc:  # a bug in modscope or an unexpected failure inside the user's model
+        if debug:
+            traceback.print_exc()
+        _error_line(f"unexpected {type(exc).__name__}: {exc} (run again with --debug for the traceback)")
+        raise typer.Exit(EXIT_INTERNAL)
+
+
+def _error_line(message: str) -> None:
+    first = " ".join(str(message).split())
+    sys.stderr.write(f"modscope: error: {first}\n")
+    sys.stderr.flush()
+
+
+def load_target(target: str, args: list[str] | None, args_json: str | None, trust: bool, device=None):
+    from modscope.load import load_model, parse_constructor_args
+
+    kwargs = parse_constructor_args(args or (), args_json)
+    return load_model(target, kwargs=kwargs, trust=trust, device=device)
+
+
+def emit(report, *, as_json: bool, view=None) -> None:
+    """Print ``report`` on stdout: JSON, or the rich renderable ``view`` (default: the report itself)."""
+    if as_json:
+        from modscope.render.json import dumps
+
+        sys.stdout.write(dumps(report) + "\n")
+        return
+    from rich.console import Console
+
+    Console(soft_wrap=False).print(view if view is not None else report)
+
+
+__all__ = ["EXIT_USAGE", "EXIT_INTERNAL"]

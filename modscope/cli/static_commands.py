@@ -1,0 +1,138 @@
+"""Commands that need no forward pass: summary, tree, shared, audit."""
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from modscope.cli.app import app
+from modscope.cli.common import (
+    ArgOpt,
+    ArgsJsonOpt,
+    DebugOpt,
+    JsonOpt,
+    Target,
+    TrustOpt,
+    emit,
+    load_target,
+    reporting_errors,
+)
+from modscope.errors import EXIT_FINDINGS
+
+DepthOpt = Annotated[Optional[int], typer.Option("--depth", min=0, help="Show modules down to this depth.")]
+ExpandOpt = Annotated[bool, typer.Option("--expand", help="Do not collapse runs of identical sibling modules.")]
+
+
+@app.command()
+def summary(
+    target: Target,
+    arg: ArgOpt = None,
+    args_json: ArgsJsonOpt = None,
+    trust: TrustOpt = False,
+    depth: DepthOpt = None,
+    expand: ExpandOpt = False,
+    tensors: Annotated[bool, typer.Option("--tensors", help="List every parameter and buffer.")] = False,
+    json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Parameters vs buffers, per-module counts, sharing and hazards."""
+    with reporting_errors(debug):
+        import modscope
+        from modscope.render.console import DEFAULT_DEPTH, summary_view, tensor_table
+        from rich.console import Group
+
+        model = load_target(target, arg, args_json, trust)
+        report = modscope.summary(model, target=target)
+        view = summary_view(report, depth=DEFAULT_DEPTH if depth is None else depth, collapse=not expand)
+        if tensors:
+            view = Group(view, tensor_table(report))
+        emit(report, as_json=json, view=view)
+
+
+@app.command()
+def tree(
+    target: Target,
+    arg: ArgOpt = None,
+    args_json: ArgsJsonOpt = None,
+    trust: TrustOpt = False,
+    depth: DepthOpt = None,
+    expand: ExpandOpt = False,
+    json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """The submodule tree with types and parameter counts."""
+    with reporting_errors(debug):
+        import modscope
+        from modscope.render.console import tree_view
+
+        model = load_target(target, arg, args_json, trust)
+        report = modscope.summary(model, target=target)
+        emit(_tree_document(report) if json else report, as_json=json, view=tree_view(
+            report, depth=depth, collapse=not expand
+        ))
+
+
+def _tree_document(report) -> dict:
+    return {
+        "schema": "modscope.tree/1",
+        "model": {"type": report.model.type, "target": report.model.target},
+        "modules": [m.to_dict() | {"children": list(m.children)} for m in report.modules],
+    }
+
+
+@app.command()
+def shared(
+    target: Target,
+    arg: ArgOpt = None,
+    args_json: ArgsJsonOpt = None,
+    trust: TrustOpt = False,
+    json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Tied parameters, aliased storage and submodules registered under several names."""
+    with reporting_errors(debug):
+        import modscope
+        from rich.text import Text
+        from modscope.render.console import shared_view
+
+        model = load_target(target, arg, args_json, trust)
+        report = modscope.summary(model, target=target)
+        document = {
+            "schema": "modscope.shared/1",
+            "model": {"type": report.model.type, "target": report.model.target},
+            "shared": [g.to_dict() for g in report.shared],
+        }
+        view = shared_view(report) if report.shared else Text("nothing shared: every tensor and module has one name")
+        emit(document if json else None, as_json=json, view=view)
+
+
+@app.command()
+def audit(
+    target: Target,
+    arg: ArgOpt = None,
+    args_json: ArgsJsonOpt = None,
+    trust: TrustOpt = False,
+    expect_device: Annotated[
+        Optional[str], typer.Option("--expect-device", help="Every tensor must be on this device (cpu, cuda, cuda:1).")
+    ] = None,
+    expect_dtype: Annotated[
+        Optional[str], typer.Option("--expect-dtype", help="Every floating tensor must have this dtype.")
+    ] = None,
+    allow: Annotated[
+        Optional[list[str]],
+        typer.Option("--allow", help="Name/type substring exempt from --expect-dtype (e.g. norm); repeatable."),
+    ] = None,
+    json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Devices, dtypes, train/eval modes and non-finite weights. Exit 1 when an error is found."""
+    with reporting_errors(debug):
+        import modscope
+
+        model = load_target(target, arg, args_json, trust)
+        report = modscope.audit(
+            model, expect_device=expect_device, expect_dtype=expect_dtype, allow=allow or (), target=target
+        )
+        emit(report, as_json=json)
+    if not report.ok:
+        raise typer.Exit(EXIT_FINDINGS)

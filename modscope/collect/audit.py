@@ -1,0 +1,189 @@
+"""Device/dtype/mode/finiteness audit over a model's parameters and buffers."""
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from typing import Iterable
+
+import torch
+from torch.nn.parameter import is_lazy
+
+from modscope.collect.tensors import CollectedTensors, dtype_name
+from modscope.collect.walk import Visit
+from modscope.report import Finding, Severity
+
+_MAX_LISTED = 5
+
+
+def audit_findings(
+    visited: list[Visit],
+    tensors: CollectedTensors,
+    *,
+    expect_device: str | None = None,
+    expect_dtype: torch.dtype | None = None,
+    allow: Iterable[str] = (),
+) -> tuple[dict[str, int], dict[str, int], list[Finding]]:
+    """Return (elements per device, elements per dtype, findings). ``allow`` exempts names/types from dtype rules."""
+    infos = [*tensors.parameters, *tensors.buffers]
+    devices = Counter()
+    dtypes = Counter()
+    for info in infos:
+        devices[info.device] += info.numel or 0
+        dtypes[info.dtype] += info.numel or 0
+    findings: list[Finding] = []
+    if len(devices) > 1:
+        findings.append(Finding("mixed_device", "", f"tensors live on several devices: {_shares(devices)}"))
+    findings += _mixed_dtype(infos)
+    findings += _buffer_devices(tensors)
+    findings += _mixed_modes(visited)
+    findings += _nonfinite(tensors)
+    if expect_device is not None:
+        findings += _expect_device(infos, expect_device)
+    if expect_dtype is not None:
+        findings += _expect_dtype(infos, expect_dtype, _module_types(visited), tuple(allow))
+    return dict(devices), dict(dtypes), findings
+
+
+def _shares(counter: Counter) -> str:
+    total = sum(counter.values()) or 1
+    return ", ".join(f"{k} ({100 * v / total:.1f}% of elements)" for k, v in counter.most_common())
+
+
+def _mixed_dtype(infos) -> list[Finding]:
+    floating = [i for i in infos if _is_float(i.dtype)]
+    by_dtype = Counter()
+    for info in floating:
+        by_dtype[info.dtype] += info.numel or 0
+    if len(by_dtype) < 2:
+        return []
+    main = by_dtype.most_common(1)[0][0]
+    islands: dict[str, list[str]] = defaultdict(list)
+    for info in floating:
+        if info.dtype != main:
+            islands[info.dtype].append(info.name)
+    return [
+        Finding(
+            "mixed_dtype",
+            names[0],
+            f"{len(names)} floating tensors are {dtype} in a mostly {main} model: {_listing(names)}",
+        )
+        for dtype, names in islands.items()
+    ]
+
+
+def _buffer_devices(tensors: CollectedTensors) -> list[Finding]:
+    param_devices: dict[str, set[str]] = defaultdict(set)
+    for info in tensors.parameters:
+        param_devices[info.module].add(info.device)
+    out = []
+    for info in tensors.buffers:
+        devs = param_devices.get(info.module)
+        if devs and info.device not in devs and info.device != "meta":
+            out.append(
+                Finding(
+                    "buffer_device",
+                    info.name,
+                    f"buffer {info.name} is on {info.device} but its module's parameters are on "
+                    f"{', '.join(sorted(devs))}: forward will fail or copy every call",
+                    Severity.ERROR,
+                )
+            )
+    return out
+
+
+def _mixed_modes(visited: list[Visit]) -> list[Finding]:
+    root_mode = visited[0].module.training
+    odd = [v.name for v in visited if v.first and v.module.training != root_mode]
+    # report only the top-most module of each differing subtree
+    tops = [n for n in odd if not any(n.startswith(o + ".") for o in odd if o != n)]
+    if not tops:
+        return []
+    mode, other = ("train", "eval") if root_mode else ("eval", "train")
+    return [
+        Finding(
+            "mixed_training_mode",
+            tops[0],
+            f"model is in {mode} mode but {len(tops)} submodule(s) are in {other} mode: {_listing(tops)}",
+        )
+    ]
+
+
+def _nonfinite(tensors: CollectedTensors) -> list[Finding]:
+    out = []
+    for name, tensor in tensors.objects.items():
+        if is_lazy(tensor) or tensor.is_meta or not (tensor.is_floating_point() or tensor.is_complex()):
+            continue
+        with torch.no_grad():
+            data = tensor.detach()
+            nan = int(torch.isnan(data).sum())
+            inf = int(torch.isinf(data).sum())
+        if nan or inf:
+            out.append(
+                Finding(
+                    "nonfinite_weights",
+                    name,
+                    f"{name} holds {nan} NaN and {inf} Inf values out of {data.numel()}",
+                    Severity.ERROR,
+                )
+            )
+    return out
+
+
+def device_matches(actual: str, expected: str) -> bool:
+    """'cuda' matches 'cuda:0'; 'cuda:1' matches only itself."""
+    want = torch.device(expected)
+    got = torch.device(actual)
+    return got.type == want.type and (want.index is None or got.index == want.index)
+
+
+def _expect_device(infos, expected: str) -> list[Finding]:
+    wrong: dict[str, list[str]] = defaultdict(list)
+    for info in infos:
+        if not device_matches(info.device, expected):
+            wrong[info.device].append(info.name)
+    return [
+        Finding(
+            "device_mismatch",
+            names[0],
+            f"{len(names)} tensors are on {device}, expected {expected}: {_listing(names)}",
+            Severity.ERROR,
+        )
+        for device, names in wrong.items()
+    ]
+
+
+def _expect_dtype(infos, expected: torch.dtype, types: dict[str, str], allow: tuple[str, ...]) -> list[Finding]:
+    want = dtype_name(expected)
+    wrong: dict[str, list[str]] = defaultdict(list)
+    for info in infos:
+        if not _is_float(info.dtype) or info.dtype == want:
+            continue
+        if _allowed(info.name, types.get(info.module, ""), allow):
+            continue
+        wrong[info.dtype].append(info.name)
+    return [
+        Finding(
+            "dtype_mismatch",
+            names[0],
+            f"{len(names)} floating tensors are {dtype}, expected {want}: {_listing(names)}",
+            Severity.ERROR,
+        )
+        for dtype, names in wrong.items()
+    ]
+
+
+def _allowed(name: str, module_type: str, allow: tuple[str, ...]) -> bool:
+    text = f"{name} {module_type}".lower()
+    return any(pattern.lower() in text for pattern in allow)
+
+
+def _module_types(visited: list[Visit]) -> dict[str, str]:
+    return {v.name: type(v.module).__name__ for v in visited if v.first}
+
+
+def _is_float(dtype: str) -> bool:
+    return dtype.startswith(("float", "bfloat", "complex"))
+
+
+def _listing(names: list[str]) -> str:
+    shown = ", ".join(names[:_MAX_LISTED])
+    return shown + (f" and {len(names) - _MAX_LISTED} more" if len(names) > _MAX_LISTED else "")

@@ -1,0 +1,66 @@
+"""Static hazards: plain tensors hidden in attributes, uninitialized lazy tensors, tensors on ``meta``."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from torch.nn.parameter import is_lazy
+
+from modscope.collect.tensors import CollectedTensors
+from modscope.collect.walk import Visit, join
+from modscope.report import Finding
+
+
+# nn.Module's own bookkeeping attributes (_parameters, _buffers, _modules, hook tables, ...)
+_MODULE_INTERNALS = frozenset(vars(nn.Module()))
+
+
+def find_hazards(visited: list[Visit], tensors: CollectedTensors) -> list[Finding]:
+    findings = list(_unregistered_tensors(visited))
+    for name, tensor in tensors.objects.items():
+        if is_lazy(tensor):
+            findings.append(
+                Finding(
+                    "uninitialized_parameter",
+                    name,
+                    f"{name} is an uninitialized lazy tensor: its shape is known only after the first forward "
+                    "pass (run one, or pass --input)",
+                )
+            )
+        elif tensor.is_meta:
+            findings.append(
+                Finding("meta_tensor", name, f"{name} is on the meta device: it has a shape but no data")
+            )
+    return findings
+
+
+def _unregistered_tensors(visited: list[Visit]):
+    """Tensors stored as plain attributes: they do not follow ``.to()`` and are missing from state_dict."""
+    for visit in visited:
+        if not visit.first:
+            continue
+        for attr, value in vars(visit.module).items():
+            if attr in _MODULE_INTERNALS:
+                continue
+            for label, tensor in _plain_tensors(attr, value):
+                name = join(visit.name, label)
+                yield Finding(
+                    "unregistered_tensor",
+                    name,
+                    f"{name} is a plain {type(tensor).__name__} attribute {tuple(tensor.shape)} on {tensor.device}, "
+                    "not a registered parameter/buffer: .to() will not move it, state_dict will not save it and "
+                    "optimizers will not see it (use register_buffer, nn.Parameter or ParameterList/ParameterDict)",
+                )
+
+
+def _plain_tensors(attr: str, value):
+    """Tensors (Parameters too: a Python list of Parameters is invisible to optimizers) in an attribute."""
+    if isinstance(value, torch.Tensor):
+        yield attr, value
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            if isinstance(item, torch.Tensor):
+                yield f"{attr}[{i}]", item
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(item, torch.Tensor):
+                yield f"{attr}[{key!r}]", item

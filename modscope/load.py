@@ -1,0 +1,285 @@
+"""TARGET -> nn.Module.
+
+Forms: ``path/to/file.py:Name``, ``package.module:Name`` (Name may be dotted: ``file.py:Outer.build``), a
+TorchScript archive, or a whole pickled module (only with ``trust=True``: unpickling runs code).
+Name may be an nn.Module subclass, a factory returning a module, or a module instance.
+"""
+from __future__ import annotations
+
+import ast
+import contextlib
+import difflib
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import json
+import os
+import pickle
+import sys
+import traceback
+import zipfile
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+import torch.nn as nn
+
+from modscope.errors import LoadError, UnsafeLoadError, UsageError
+
+
+def load_model(
+    target: str,
+    *,
+    kwargs: dict[str, Any] | None = None,
+    trust: bool = False,
+    device: str | torch.device | None = None,
+) -> nn.Module:
+    """Build or read the model named by ``target``.
+
+    ``kwargs`` go to the class/factory; ``device`` is the default device during construction (e.g. "meta"
+    builds a huge model without allocating its weights).
+
+    >>> load_model("examples/lenet.py:LeNet")
+    >>> load_model("torchvision.models:resnet18", kwargs={"num_classes": 10})
+    """
+    kwargs = dict(kwargs or {})
+    if is_object_spec(target):
+        return _instantiate(resolve_object(target), target, kwargs, device)
+    path = Path(target)
+    if path.is_file() or path.is_dir():
+        if kwargs:
+            raise UsageError("--arg/--args-json apply to classes and factories, not to saved model files")
+        return load_saved_module(path, trust=trust)
+    raise LoadError(
+        f"cannot understand target {target!r}: expected path/to/file.py:Name, package.module:Name, "
+        "or an existing TorchScript/pickled model file"
+    )
+
+
+def is_object_spec(target: str) -> bool:
+    """True for ``file.py:Name`` / ``package.module:Name`` (as opposed to a saved file's path)."""
+    file_part, sep, name = target.rpartition(":")
+    return bool(sep and name and file_part) and not _looks_like_drive(file_part)
+
+
+def resolve_object(spec: str):
+    """``file.py:Name`` / ``package.module:Outer.attr`` -> the Python object it names (imports as needed)."""
+    file_part, _, name = spec.rpartition(":")
+    return _resolve(_import_namespace(file_part), name, file_part)
+
+
+def parse_constructor_args(pairs: Iterable[str] = (), args_json: str | None = None) -> dict[str, Any]:
+    """``["depth=3", "act='relu'"]`` and ``'{"width": 64}'`` -> keyword arguments.
+
+    Values are Python literals; anything that is not one is taken as a plain string (``act=relu``).
+    """
+    out: dict[str, Any] = {}
+    if args_json:
+        try:
+            parsed = json.loads(args_json)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"--args-json is not valid JSON: {exc.msg} at position {exc.pos}")
+        if not isinstance(parsed, dict):
+            raise UsageError("--args-json must be a JSON object, e.g. '{\"num_classes\": 10}'")
+        out.update(parsed)
+    for pair in pairs:
+        key, eq, raw = pair.partition("=")
+        key = key.strip()
+        if not eq or not key.isidentifier():
+            raise UsageError(f"--arg {pair!r}: expected key=value with a Python identifier as key")
+        try:
+            out[key] = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            out[key] = raw
+    return out
+
+
+# --- importing -------------------------------------------------------------------------------------------
+
+
+def _looks_like_drive(part: str) -> bool:
+    return len(part) == 1 and part.isalpha()  # "C:\\models\\net.py" has no Name part
+
+
+def _import_namespace(spec: str):
+    if spec.endswith(".py") or os.sep in spec or "/" in spec or Path(spec).is_file():
+        return _import_file(Path(spec))
+    try:
+        return importlib.import_module(spec)
+    except ModuleNotFoundError as exc:
+        if exc.name and spec.startswith(exc.name):
+            raise LoadError(f"cannot import {spec!r}: no module named {exc.name!r} (is it installed?)")
+        raise LoadError(f"importing {spec!r} failed: {_describe_exception(exc, None)}")
+    except Exception as exc:
+        raise LoadError(f"importing {spec!r} failed: {_describe_exception(exc, None)}")
+
+
+def _import_file(path: Path):
+    if not path.is_file():
+        raise LoadError(f"file not found: {path}")
+    resolved = path.resolve()
+    digest = hashlib.blake2b(str(resolved).encode(), digest_size=6).hexdigest()
+    module_name = f"modscope_user_{resolved.stem}_{digest}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, resolved)
+    if spec is None or spec.loader is None:
+        raise LoadError(f"cannot import {path}: not a Python source file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses and pickling look classes up here
+    with _sys_path_entry(str(resolved.parent)):
+        try:
+            spec.loader.exec_module(module)
+        except BaseException as exc:  # noqa: BLE001 - the user's file may raise anything, even SystemExit
+            del sys.modules[module_name]
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            raise LoadError(f"importing {path} failed: {_describe_exception(exc, resolved)}")
+    return module
+
+
+@contextlib.contextmanager
+def _sys_path_entry(folder: str):
+    """Let the user's file import its siblings while it is being imported; sys.path is restored after."""
+    added = folder not in sys.path
+    if added:
+        sys.path.insert(0, folder)
+    try:
+        yield
+    finally:
+        if added and folder in sys.path:
+            sys.path.remove(folder)
+
+
+def _describe_exception(exc: BaseException, source: Path | None) -> str:
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    frames = traceback.extract_tb(exc.__traceback__)
+    if source is not None:
+        frames = [f for f in frames if Path(f.filename).resolve() == source] or frames
+    if isinstance(exc, SyntaxError) and exc.lineno:
+        return f"{text} (line {exc.lineno})"
+    if frames:
+        return f"{text} (line {frames[-1].lineno})"
+    return text
+
+
+# --- resolving and building ------------------------------------------------------------------------------
+
+
+def _resolve(namespace, dotted: str, where: str):
+    obj = namespace
+    walked = []
+    for part in dotted.split("."):
+        if not hasattr(obj, part):
+            owner = where if not walked else f"{where}:{'.'.join(walked)}"
+            raise LoadError(f"{part!r} not found in {owner}{_suggest(obj, part)}")
+        obj = getattr(obj, part)
+        walked.append(part)
+    return obj
+
+
+def _suggest(obj, name: str) -> str:
+    candidates = [k for k, v in vars(obj).items() if not k.startswith("_") and _is_candidate(v)]
+    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.5)
+    if close:
+        return f"; did you mean {', '.join(close)}?"
+    models = sorted(k for k in candidates if inspect.isclass(vars(obj)[k]) or isinstance(vars(obj)[k], nn.Module))
+    if models:
+        shown = ", ".join(models[:8]) + (" ..." if len(models) > 8 else "")
+        return f"; available: {shown}"
+    return ""
+
+
+def _is_candidate(value) -> bool:
+    return isinstance(value, nn.Module) or (inspect.isclass(value) and issubclass(value, nn.Module)) or (
+        inspect.isfunction(value)
+    )
+
+
+def _instantiate(obj, label: str, kwargs: dict[str, Any], device) -> nn.Module:
+    if isinstance(obj, nn.Module):
+        if kwargs:
+            raise UsageError(f"{label} is already a module instance; --arg/--args-json cannot be applied")
+        return obj
+    if inspect.isclass(obj) and not issubclass(obj, nn.Module):
+        raise LoadError(f"{label} is the class {obj.__name__}, which is not an nn.Module subclass")
+    if not callable(obj):
+        raise LoadError(f"{label} is a {type(obj).__name__}, not an nn.Module class, factory or instance")
+    _check_signature(obj, label, kwargs)
+    try:
+        with torch.device(device) if device is not None else contextlib.nullcontext():
+            built = obj(**kwargs)
+    except Exception as exc:  # the user's constructor
+        call = f"{label}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})"
+        raise LoadError(f"{call} raised {_describe_exception(exc, None)}")
+    if not isinstance(built, nn.Module):
+        raise LoadError(f"{label} returned a {type(built).__name__}, not an nn.Module")
+    return built
+
+
+def _check_signature(obj, label: str, kwargs: dict[str, Any]) -> None:
+    try:
+        signature = inspect.signature(obj)
+    except (TypeError, ValueError):
+        return  # builtins without a signature: let the call speak for itself
+    params = signature.parameters.values()
+    accepts_any = any(p.kind is p.VAR_KEYWORD for p in params)
+    missing = [
+        p.name
+        for p in params
+        if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in kwargs
+    ]
+    unknown = [] if accepts_any else [k for k in kwargs if k not in signature.parameters]
+    if missing:
+        example = " ".join(f"--arg {m}=..." for m in missing)
+        raise UsageError(f"{label} needs constructor argument(s) {', '.join(missing)}: pass {example}")
+    if unknown:
+        known = ", ".join(signature.parameters) or "none"
+        raise UsageError(f"{label} takes no argument(s) {', '.join(unknown)} (it takes: {known})")
+
+
+# --- saved modules ---------------------------------------------------------------------------------------
+
+
+def is_torchscript(path: Path) -> bool:
+    """TorchScript archives are zip files with a code/ folder and constants.pkl."""
+    if not path.is_file() or not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(n.endswith("/constants.pkl") or "/code/" in n for n in archive.namelist())
+
+
+def load_saved_module(path: Path, *, trust: bool = False) -> nn.Module:
+    """A TorchScript archive, or (with ``trust``) a module saved whole with ``torch.save(model)``."""
+    if is_torchscript(path):
+        try:
+            return torch.jit.load(str(path), map_location="cpu")
+        except Exception as exc:
+            raise LoadError(f"cannot load TorchScript archive {path}: {_describe_exception(exc, None)}")
+    if path.is_dir():
+        raise LoadError(f"{path} is a directory, not a model: give path/to/file.py:Name or a saved model file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if not trust:
+            raise UnsafeLoadError(
+                f"{path} holds pickled Python objects (such as a whole model saved with torch.save(model)); "
+                "loading it would run code from the file. Pass --trust only if you trust its source"
+            ) from exc
+        obj = _load_trusted(path)
+    except Exception as exc:
+        raise LoadError(f"cannot read {path}: {_describe_exception(exc, None)}")
+    if isinstance(obj, nn.Module):
+        return obj
+    raise LoadError(
+        f"{path} holds a {type(obj).__name__} (a checkpoint or state_dict), not a model: "
+        "give the model as path/to/file.py:Name"
+    )
+
+
+def _load_trusted(path: Path):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise LoadError(f"cannot unpickle {path}: {_describe_exception(exc, None)}")

@@ -1,0 +1,1 @@
+"""Presentation: rich renderables, JSON and Graphviz. Renderers read reports; they never compute analyses."""

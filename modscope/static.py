@@ -1,0 +1,103 @@
+"""Static inspection (no forward pass): compose the collectors into SummaryReport and AuditReport."""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Iterable
+
+import torch
+import torch.nn as nn
+
+from modscope.collect.audit import audit_findings
+from modscope.collect.hazards import find_hazards
+from modscope.collect.tensors import collect_tensors
+from modscope.collect.tree import collect_modules
+from modscope.collect.walk import visits
+from modscope.errors import UsageError
+from modscope.report import AuditReport, ModelRef, SummaryReport, Totals
+
+
+def summary(model: nn.Module, *, target: str | None = None) -> SummaryReport:
+    """Parameters vs buffers, module tree, sharing and hazards of ``model``, without running it.
+
+    >>> report = modscope.summary(torchvision.models.resnet18())
+    >>> report.totals.params
+    11689512
+    """
+    _require_module(model)
+    visited = visits(model)
+    tensors = collect_tensors(visited)
+    modules, shared_modules = collect_modules(visited, tensors)
+    _, _, audit = audit_findings(visited, tensors)
+    warnings = find_hazards(visited, tensors) + audit
+    return SummaryReport(
+        model=ModelRef(type(model).__name__, target),
+        totals=_totals(tensors, len(modules)),
+        parameters=tuple(tensors.parameters),
+        buffers=tuple(tensors.buffers),
+        modules=tuple(modules),
+        shared=tuple(tensors.shared + shared_modules),
+        warnings=tuple(warnings),
+    )
+
+
+def audit(
+    model: nn.Module,
+    *,
+    expect_device: str | None = None,
+    expect_dtype: torch.dtype | str | None = None,
+    allow: Iterable[str] = (),
+    target: str | None = None,
+) -> AuditReport:
+    """Mixed devices/dtypes, misplaced buffers, mixed train/eval modes and non-finite weights.
+
+    >>> modscope.audit(model, expect_dtype="bfloat16", allow={"norm"}).ok
+    """
+    _require_module(model)
+    if isinstance(expect_dtype, str):
+        expect_dtype = parse_dtype(expect_dtype)
+    if expect_device is not None:
+        try:
+            torch.device(expect_device)
+        except RuntimeError:
+            raise UsageError(f"--expect-device: {expect_device!r} is not a device (try cpu, cuda, cuda:1, meta)")
+    visited = visits(model)
+    tensors = collect_tensors(visited)
+    devices, dtypes, findings = audit_findings(
+        visited, tensors, expect_device=expect_device, expect_dtype=expect_dtype, allow=allow
+    )
+    return AuditReport(ModelRef(type(model).__name__, target), devices, dtypes, tuple(findings))
+
+
+def parse_dtype(text: str) -> torch.dtype:
+    """'bfloat16' / 'torch.float16' / 'fp32' -> torch dtype."""
+    aliases = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "fp64": "float64", "half": "float16"}
+    name = text.removeprefix("torch.")
+    name = aliases.get(name, name)
+    dtype = getattr(torch, name, None)
+    if not isinstance(dtype, torch.dtype):
+        raise UsageError(f"{text!r} is not a torch dtype (try float32, bfloat16, float16, int64)")
+    return dtype
+
+
+def _totals(tensors, module_count: int) -> Totals:
+    params = sum(p.numel or 0 for p in tensors.parameters)
+    trainable = sum(p.numel or 0 for p in tensors.parameters if p.requires_grad)
+    by_dtype = Counter()
+    for info in (*tensors.parameters, *tensors.buffers):
+        by_dtype[info.dtype] += info.bytes or 0
+    return Totals(
+        params=params,
+        trainable_params=trainable,
+        frozen_params=params - trainable,
+        param_bytes=sum(p.bytes or 0 for p in tensors.parameters),
+        buffers=sum(b.numel or 0 for b in tensors.buffers),
+        buffer_bytes=sum(b.bytes or 0 for b in tensors.buffers),
+        modules=module_count,
+        uninitialized_params=sum(1 for p in tensors.parameters if not p.initialized),
+        bytes_by_dtype=dict(by_dtype),
+    )
+
+
+def _require_module(model) -> None:
+    if not isinstance(model, nn.Module):
+        raise UsageError(f"expected a torch.nn.Module, got {type(model).__name__}")

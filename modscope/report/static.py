@@ -1,8 +1,4 @@
-"""Plain-data reports. Frozen dataclasses keyed by state_dict-style names ("" is the root module).
-
-Reports never format themselves: ``__rich__`` hands them to ``modscope.render``, and ``to_dict`` gives the
-JSON documents described in docs/json.md.
-"""
+"""Reports of the static analyses (no forward pass): summary, tensors, modules, sharing, audit."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field

@@ -1,0 +1,32 @@
+"""Plain-data reports, one file per analysis. Frozen dataclasses keyed by state_dict-style names ("" = root).
+
+Reports never format themselves: ``__rich__`` hands them to ``modscope.render`` and ``to_dict`` gives the
+JSON documents described in docs/json.md.
+"""
+from modscope.report.static import (
+    AuditReport,
+    Finding,
+    ModelRef,
+    ModuleInfo,
+    Severity,
+    SharedGroup,
+    SharedKind,
+    SummaryReport,
+    TensorInfo,
+    TensorKind,
+    Totals,
+)
+
+__all__ = [
+    "AuditReport",
+    "Finding",
+    "ModelRef",
+    "ModuleInfo",
+    "Severity",
+    "SharedGroup",
+    "SharedKind",
+    "SummaryReport",
+    "TensorInfo",
+    "TensorKind",
+    "Totals",
+]

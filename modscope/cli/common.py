@@ -47,23 +47,6 @@ InputsFnOpt = Annotated[
 TrustOpt = Annotated[
     bool, typer.Option("--trust", help="Allow unpickling whole-model files (this runs code from the file).")
 ]
-# Forward-pass inputs, shared by every command that runs the model (summary, grads, nan, time, graph).
-InputOpt = Annotated[
-    Optional[list[str]],
-    typer.Option(
-        "--input",
-        help="Positional input SHAPE[:DTYPE], e.g. 1,3,224,224 or 1,128:int64[0,32000); repeatable.",
-        show_default=False,
-    ),
-]
-KwargOpt = Annotated[
-    Optional[list[str]],
-    typer.Option("--kwarg", help="Keyword input name=SHAPE[:DTYPE]; repeatable.", show_default=False),
-]
-InputsFnOpt = Annotated[
-    Optional[str],
-    typer.Option("--inputs", help="file.py:make_inputs returning a tensor, tuple or dict.", show_default=False),
-]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")]
 

@@ -1,0 +1,61 @@
+"""The no-side-effect contract: snapshot everything an analysis could disturb, then compare."""
+from __future__ import annotations
+
+import torch
+
+_HOOK_TABLES = (
+    "_forward_hooks",
+    "_forward_pre_hooks",
+    "_backward_hooks",
+    "_backward_pre_hooks",
+    "_forward_hooks_with_kwargs",
+    "_forward_hooks_always_called",
+    "_forward_pre_hooks_with_kwargs",
+)
+
+
+def snapshot(model: torch.nn.Module) -> dict:
+    """Modes, hook counts, and per tensor: identity, requires_grad, grad identity+value, device, dtype, value."""
+    state = {"modules": {}, "tensors": {}}
+    for name, module in model.named_modules(remove_duplicate=False):
+        state["modules"][name] = (
+            module.training,
+            tuple(len(getattr(module, t, {})) for t in _HOOK_TABLES),
+        )
+    for name, t in list(model.named_parameters(remove_duplicate=False)) + list(
+        model.named_buffers(remove_duplicate=False)
+    ):
+        grad = None if t.grad is None else (id(t.grad), t.grad.detach().clone())
+        value = None if t.is_meta else t.detach().clone()
+        state["tensors"][name] = (id(t), t.requires_grad, grad, t.device, t.dtype, value)
+    return state
+
+
+def assert_unchanged(model: torch.nn.Module, before: dict) -> None:
+    after = snapshot(model)
+    assert after["modules"].keys() == before["modules"].keys()
+    for name, (training, hooks) in before["modules"].items():
+        assert after["modules"][name][0] == training, f"{name or 'root'}: train/eval mode changed"
+        assert after["modules"][name][1] == hooks, f"{name or 'root'}: hooks left behind"
+    assert after["tensors"].keys() == before["tensors"].keys()
+    for name, (ident, rg, grad, device, dtype, value) in before["tensors"].items():
+        a_ident, a_rg, a_grad, a_device, a_dtype, a_value = after["tensors"][name]
+        assert a_ident == ident, f"{name}: tensor object replaced"
+        assert a_rg == rg, f"{name}: requires_grad changed"
+        assert a_device == device and a_dtype == dtype, f"{name}: moved or cast"
+        if grad is None:
+            assert a_grad is None, f"{name}: .grad appeared"
+        else:
+            assert a_grad is not None and a_grad[0] == grad[0], f"{name}: .grad replaced"
+            assert _same(a_grad[1], grad[1]), f"{name}: .grad values changed"
+        if value is not None:
+            assert _same(a_value, value), f"{name}: values changed"
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Bit-for-bit equal values, NaN equal to NaN."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if a.is_floating_point() or a.is_complex():
+        return torch.allclose(a, b, rtol=0, atol=0, equal_nan=True)
+    return torch.equal(a, b)

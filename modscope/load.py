@@ -18,6 +18,7 @@ import os
 import pickle
 import sys
 import traceback
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Iterable
@@ -254,7 +255,9 @@ def load_saved_module(path: Path, *, trust: bool = False) -> nn.Module:
     """A TorchScript archive, or (with ``trust``) a module saved whole with ``torch.save(model)``."""
     if is_torchscript(path):
         try:
-            return torch.jit.load(str(path), map_location="cpu")
+            with warnings.catch_warnings():  # torch >= 2.9 marks TorchScript deprecated; the file is what it is
+                warnings.simplefilter("ignore", FutureWarning)
+                return torch.jit.load(str(path), map_location="cpu")
         except Exception as exc:
             raise LoadError(f"cannot load TorchScript archive {path}: {_describe_exception(exc, None)}")
     if path.is_dir():

@@ -92,9 +92,11 @@ def _buffer_devices(tensors: CollectedTensors) -> list[Finding]:
 
 def _mixed_modes(visited: list[Visit]) -> list[Finding]:
     root_mode = visited[0].module.training
-    odd = [v.name for v in visited if v.first and v.module.training != root_mode]
-    # report only the top-most module of each differing subtree
-    tops = [n for n in odd if not any(n.startswith(o + ".") for o in odd if o != n)]
+    # report only the top-most module of each differing subtree (pre-order: descendants follow their top)
+    tops: list[str] = []
+    for v in visited:
+        if v.first and v.module.training != root_mode and not (tops and v.name.startswith(tops[-1] + ".")):
+            tops.append(v.name)
     if not tops:
         return []
     mode, other = ("train", "eval") if root_mode else ("eval", "train")
@@ -114,9 +116,11 @@ def _nonfinite(tensors: CollectedTensors) -> list[Finding]:
             continue
         with torch.no_grad():
             data = tensor.detach()
+            if torch.isfinite(data.sum()).item():
+                continue  # one reduction, no temporary mask: a NaN/Inf anywhere makes the sum non-finite
             nan = int(torch.isnan(data).sum())
             inf = int(torch.isinf(data).sum())
-        if nan or inf:
+        if nan or inf:  # else the sum merely overflowed (e.g. float16)
             out.append(
                 Finding(
                     "nonfinite_weights",

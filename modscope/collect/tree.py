@@ -1,7 +1,6 @@
 """The submodule tree: one record per module with direct/recursive counts and a structural signature."""
 from __future__ import annotations
 
-import hashlib
 from collections import defaultdict
 
 from torch.nn.parameter import is_lazy
@@ -41,12 +40,13 @@ def collect_modules(visited: list[Visit], tensors: CollectedTensors) -> tuple[li
     buffers_total: dict[str, int] = {}
     trainable_total: dict[str, int] = {}
     signature: dict[str, str] = {}
+    extra = {v.name: _extra_repr(v.module) for v in firsts}
     for v in reversed(firsts):
         kids = children[v.name]
         params_total[v.name] = direct_params[v.name] + sum(params_total[k] for k in kids)
         buffers_total[v.name] = direct_buffers[v.name] + sum(buffers_total[k] for k in kids)
         trainable_total[v.name] = direct_trainable[v.name] + sum(trainable_total[k] for k in kids)
-        signature[v.name] = _signature(v, kids, signature)
+        signature[v.name] = _signature(v, extra[v.name], kids, signature)
 
     records = [
         ModuleInfo(
@@ -60,7 +60,7 @@ def collect_modules(visited: list[Visit], tensors: CollectedTensors) -> tuple[li
             trainable_total=trainable_total[v.name],
             training=bool(v.module.training),
             children=tuple(children[v.name]),
-            extra=_extra_repr(v.module),
+            extra=extra[v.name],
             aliases=tuple(aliases.get(id(v.module), ())),
             signature=signature[v.name],
         )
@@ -70,17 +70,18 @@ def collect_modules(visited: list[Visit], tensors: CollectedTensors) -> tuple[li
     return records, groups
 
 
-def _signature(visit: Visit, kids: list[str], signature: dict[str, str]) -> str:
+def _signature(visit: Visit, extra: str, kids: list[str], signature: dict[str, str]) -> str:
     """Equal for modules of the same type, tensor layout and child structure (names relative)."""
     module = visit.module
-    parts = [type(module).__qualname__, _extra_repr(module)]
-    for key, t in list(module._parameters.items()) + list(module._buffers.items()):
-        if t is not None:
-            shape = "lazy" if is_lazy(t) else tuple(t.shape)
-            parts.append(f"{key}:{shape}:{t.dtype}:{t.requires_grad}")
+    tensors = tuple(
+        (key, "lazy" if is_lazy(t) else tuple(t.shape), t.dtype, t.requires_grad)
+        for table in (module._parameters, module._buffers)
+        for key, t in table.items()
+        if t is not None
+    )
     prefix = len(visit.name) + 1 if visit.name else 0
-    parts.extend(f"{k[prefix:]}={signature[k]}" for k in kids)
-    return hashlib.blake2b("|".join(parts).encode(), digest_size=8).hexdigest()
+    children = tuple((k[prefix:], signature[k]) for k in kids)
+    return format(hash((type(module).__qualname__, extra, tensors, children)) & 0xFFFFFFFFFFFFFFFF, "016x")
 
 
 def _extra_repr(module) -> str:

@@ -1,0 +1,1 @@
+"""Benchmarks: each module prints a table of ratios against a baseline measured in the same run."""

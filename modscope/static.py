@@ -16,8 +16,10 @@ from modscope.errors import UsageError
 from modscope.report import AuditReport, ModelRef, SummaryReport, Totals
 
 
-def summary(model: nn.Module, *, target: str | None = None) -> SummaryReport:
+def summary(model: nn.Module, *, target: str | None = None, check_values: bool = True) -> SummaryReport:
     """Parameters vs buffers, module tree, sharing and hazards of ``model``, without running it.
+
+    ``check_values=False`` skips the NaN/Inf scan of the weights (the only step that reads tensor data).
 
     >>> report = modscope.summary(torchvision.models.resnet18())
     >>> report.totals.params
@@ -27,7 +29,7 @@ def summary(model: nn.Module, *, target: str | None = None) -> SummaryReport:
     visited = visits(model)
     tensors = collect_tensors(visited)
     modules, shared_modules = collect_modules(visited, tensors)
-    _, _, audit = audit_findings(visited, tensors)
+    _, _, audit = audit_findings(visited, tensors, check_values=check_values)
     warnings = find_hazards(visited, tensors) + audit
     return SummaryReport(
         model=ModelRef(type(model).__name__, target),

@@ -32,6 +32,9 @@ def summary(
     depth: DepthOpt = None,
     expand: ExpandOpt = False,
     tensors: Annotated[bool, typer.Option("--tensors", help="List every parameter and buffer.")] = False,
+    no_values: Annotated[
+        bool, typer.Option("--no-values", help="Skip the NaN/Inf scan of the weights (reads no tensor data).")
+    ] = False,
     json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -42,7 +45,7 @@ def summary(
         from rich.console import Group
 
         model = load_target(target, arg, args_json, trust)
-        report = modscope.summary(model, target=target)
+        report = modscope.summary(model, target=target, check_values=not no_values)
         view = summary_view(report, depth=DEFAULT_DEPTH if depth is None else depth, collapse=not expand)
         if tensors:
             view = Group(view, tensor_table(report))

@@ -86,3 +86,18 @@ def test_clean_model_is_ok():
     report = modscope.audit(nn.Linear(3, 3), expect_device="cpu", expect_dtype="float32")
     assert report.ok and report.findings == ()
     assert report.devices == {"cpu": 12} and report.dtypes == {"float32": 12}
+
+
+def test_float16_sum_overflow_is_not_reported_as_nonfinite():
+    model = nn.Linear(100, 100).half()
+    with torch.no_grad():
+        model.weight.fill_(60000.0)  # finite, but the batch sum overflows float16
+    assert not any(f.code == "nonfinite_weights" for f in modscope.audit(model).findings)
+
+
+def test_nonfinite_found_among_many_small_tensors():
+    model = nn.Sequential(*[nn.Linear(2, 2) for _ in range(500)])
+    with torch.no_grad():
+        model[321].bias[1] = float("-inf")
+    (finding,) = [f for f in modscope.audit(model).findings if f.code == "nonfinite_weights"]
+    assert finding.name == "321.bias" and "0 NaN and 1 Inf" in finding.message

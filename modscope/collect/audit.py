@@ -115,27 +115,48 @@ def _mixed_modes(visited: list[Visit]) -> list[Finding]:
     ]
 
 
+_BATCH_ELEMENTS = 1 << 22  # small tensors are checked together, one reduction per ~4M elements
+
+
 def _nonfinite(tensors: CollectedTensors) -> list[Finding]:
-    out = []
+    """Tensors holding NaN/Inf. One sum per batch of tensors: a NaN/Inf anywhere makes the sum non-finite."""
+    batches: dict[tuple, list[list[tuple[str, torch.Tensor]]]] = defaultdict(lambda: [[]])
+    sizes: dict[tuple, int] = defaultdict(int)
     for name, tensor in tensors.objects.items():
-        if is_lazy(tensor) or tensor.is_meta or not (tensor.is_floating_point() or tensor.is_complex()):
+        if is_lazy(tensor) or tensor.is_meta or _is_wrapper(tensor):
             continue
-        with torch.no_grad():
-            data = tensor.detach()
-            if torch.isfinite(data.sum()).item():
-                continue  # one reduction, no temporary mask: a NaN/Inf anywhere makes the sum non-finite
-            nan = int(torch.isnan(data).sum())
-            inf = int(torch.isinf(data).sum())
-        if nan or inf:  # else the sum merely overflowed (e.g. float16)
-            out.append(
-                Finding(
-                    "nonfinite_weights",
-                    name,
-                    f"{name} holds {nan} NaN and {inf} Inf values out of {data.numel()}",
-                    Severity.ERROR,
-                )
-            )
-    return out
+        if not (tensor.is_floating_point() or tensor.is_complex()):
+            continue
+        key = (tensor.device, tensor.dtype)
+        if sizes[key] + tensor.numel() > _BATCH_ELEMENTS and batches[key][-1]:
+            batches[key].append([])
+            sizes[key] = 0
+        batches[key][-1].append((name, tensor.detach()))
+        sizes[key] += tensor.numel()
+    suspects = []
+    with torch.no_grad():
+        for groups in batches.values():
+            for group in groups:
+                flat = group[0][1].reshape(-1) if len(group) == 1 else torch.cat([t.reshape(-1) for _, t in group])
+                if not torch.isfinite(flat.sum()).item():
+                    suspects.extend(group)
+    return [f for name, data in suspects if (f := _count_nonfinite(name, data))]
+
+
+def _count_nonfinite(name: str, data: torch.Tensor) -> Finding | None:
+    with torch.no_grad():
+        nan = int(torch.isnan(data).sum())
+        inf = int(torch.isinf(data).sum())
+    if not (nan or inf):
+        return None  # the batch sum merely overflowed (e.g. float16)
+    return Finding(
+        "nonfinite_weights", name, f"{name} holds {nan} NaN and {inf} Inf values out of {data.numel()}", Severity.ERROR
+    )
+
+
+def _is_wrapper(tensor: torch.Tensor) -> bool:
+    """DTensor and similar wrapper subclasses: their local shard is checked by the rank that owns it."""
+    return hasattr(tensor, "_local_tensor")
 
 
 def device_matches(actual: str, expected: str) -> bool:

@@ -187,3 +187,16 @@ def test_every_example_runs_through_every_static_command(cli, command):
         result = cli(command, target, "--json")
         assert result.returncode == 0, (target, result.stderr)
         assert json.loads(result.stdout)["schema"].startswith(f"modscope.{command}/")
+
+
+def test_torchscript_archive_target(cli, tmp_path):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        scripted = torch.jit.script(nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1)))
+        torch.jit.save(scripted, str(tmp_path / "net.ts"))
+    result = cli("summary", str(tmp_path / "net.ts"), "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["totals"]["params"] == 16 + 5
+    assert result.stderr == ""

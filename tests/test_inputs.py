@@ -1,0 +1,71 @@
+"""Input specs (``1,3,224,224:float16``, ``1,128:int64[0,32000)``) and Python values -> ModelInputs."""
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+import torch
+
+from modscope.errors import UsageError
+from modscope.inputs import ModelInputs, as_model_inputs, build_inputs, parse_tensor_spec
+
+
+def test_shapes_dtypes_and_ranges():
+    assert parse_tensor_spec("1,3,224,224").shape == (1, 3, 224, 224)
+    spec = parse_tensor_spec("2, 20 : float16")
+    assert spec.shape == (2, 20) and spec.dtype == torch.float16
+    tokens = parse_tensor_spec("1,128:int64[0,32000)")
+    assert (tokens.dtype, tokens.low, tokens.high) == (torch.int64, 0, 32000)
+    assert parse_tensor_spec("4:int32[1,9]").high == 10  # closed bracket is inclusive
+
+
+def test_values_respect_ranges_and_seed():
+    a = build_inputs(["64,64:int64[5,7)"]).args[0]
+    assert a.dtype == torch.int64 and int(a.min()) >= 5 and int(a.max()) <= 6
+    first = build_inputs(["3,3"]).args[0]
+    assert torch.equal(first, build_inputs(["3,3"]).args[0])  # repeatable
+    assert build_inputs(["2:bool"]).args[0].dtype == torch.bool
+
+
+def test_keyword_inputs_and_meta_device():
+    inputs = build_inputs(["1,8"], ["mask=1,8:bool"], device="meta")
+    assert inputs.args[0].is_meta and inputs.kwargs["mask"].dtype == torch.bool
+    assert build_inputs() is None
+
+
+@pytest.mark.parametrize("bad", ["", "a,b", "1,2:notadtype", "1,2:float32[0,1)", "1:int64[3,3)", "1:int64[x)"])
+def test_bad_specs(bad):
+    with pytest.raises(UsageError):
+        parse_tensor_spec(bad)
+
+
+def test_bad_kwarg_and_mixing_factory():
+    with pytest.raises(UsageError, match="name=SHAPE"):
+        build_inputs([], ["1,2"])
+    with pytest.raises(UsageError, match="replaces"):
+        build_inputs(["1,2"], [], "x.py:f")
+
+
+def test_factory_file(tmp_path):
+    path = tmp_path / "make.py"
+    path.write_text(textwrap.dedent("""
+        import torch
+        def make_inputs():
+            return {"image": torch.zeros(1, 3, 8, 8), "extra": torch.ones(1, 8)}
+        def broken():
+            raise ValueError("no data")
+    """))
+    inputs = build_inputs(factory=f"{path}:make_inputs")
+    assert set(inputs.kwargs) == {"image", "extra"} and inputs.args == ()
+    with pytest.raises(UsageError, match="raised ValueError: no data"):
+        build_inputs(factory=f"{path}:broken")
+
+
+def test_python_values():
+    t = torch.zeros(2)
+    assert as_model_inputs(t).args == (t,)
+    assert as_model_inputs((t, t)).args == (t, t)
+    assert as_model_inputs({"x": t}).kwargs == {"x": t}
+    same = ModelInputs((t,), {})
+    assert as_model_inputs(same) is same
+    assert ModelInputs((t,), {}).call(torch.nn.Identity()) is t

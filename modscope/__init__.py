@@ -21,6 +21,14 @@ _LAZY = {
     "ModscopeError": "modscope.errors",
     "SummaryReport": "modscope.report",
     "AuditReport": "modscope.report",
+    "open_checkpoint": "modscope.checkpoint",
+    "load_weights": "modscope.checkpoint.weights",
+    "inspect_checkpoint": "modscope.compare",
+    "diff": "modscope.compare",
+    "check": "modscope.compare",
+    "CheckpointSummary": "modscope.report.checkpoint",
+    "CompatReport": "modscope.report.checkpoint",
+    "StateDictDiff": "modscope.report.diff",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

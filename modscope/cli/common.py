@@ -44,6 +44,23 @@ InputsFnOpt = Annotated[
     Optional[str],
     typer.Option("--inputs", help="file.py:make_inputs returning a tensor, tuple or dict.", show_default=False),
 ]
+WeightsOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--weights",
+        metavar="CKPT",
+        help="Load this checkpoint into the model first (strict); any format modscope reads.",
+        show_default=False,
+    ),
+]
+KeyOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--key",
+        help="Which state dict inside a nested checkpoint: state_dict, model, ema ... (listed when ambiguous).",
+        show_default=False,
+    ),
+]
 TrustOpt = Annotated[
     bool, typer.Option("--trust", help="Allow unpickling whole-model files (this runs code from the file).")
 ]
@@ -79,11 +96,26 @@ def _error_line(message: str) -> None:
     sys.stderr.flush()
 
 
-def load_target(target: str, args: list[str] | None, args_json: str | None, trust: bool, device=None):
+def load_target(
+    target: str,
+    args: list[str] | None,
+    args_json: str | None,
+    trust: bool,
+    device=None,
+    *,
+    weights: str | None = None,
+    key: str | None = None,
+):
+    """The model TARGET names, with the checkpoint ``weights`` (``key`` inside it) loaded into it when given."""
     from modscope.load import load_model, parse_constructor_args
 
     kwargs = parse_constructor_args(args or (), args_json)
-    return load_model(target, kwargs=kwargs, trust=trust, device=device)
+    model = load_model(target, kwargs=kwargs, trust=trust, device=device)
+    if weights is not None:
+        from modscope.checkpoint.weights import load_weights
+
+        load_weights(model, weights, key=key, trust=trust)
+    return model
 
 
 def emit(report, *, as_json: bool, view=None) -> None:

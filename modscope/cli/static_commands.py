@@ -5,14 +5,17 @@ from typing import Annotated, Optional
 
 import typer
 
+from modscope.cli import checkpoint_commands
 from modscope.cli.app import app
 from modscope.cli.common import (
     ArgOpt,
     ArgsJsonOpt,
     DebugOpt,
     JsonOpt,
+    KeyOpt,
     Target,
     TrustOpt,
+    WeightsOpt,
     emit,
     load_target,
     reporting_errors,
@@ -35,16 +38,20 @@ def summary(
     no_values: Annotated[
         bool, typer.Option("--no-values", help="Skip the NaN/Inf scan of the weights (reads no tensor data).")
     ] = False,
+    weights: WeightsOpt = None,
+    key: KeyOpt = None,
     json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Parameters vs buffers, per-module counts, sharing and hazards."""
+    """Parameters vs buffers, per-module counts, sharing and hazards (of a model, or of a checkpoint alone)."""
     with reporting_errors(debug):
         import modscope
         from modscope.render.console import DEFAULT_DEPTH, summary_view, tensor_table
         from rich.console import Group
 
-        model = load_target(target, arg, args_json, trust)
+        if checkpoint_commands.is_checkpoint_target(target, weights):
+            return checkpoint_commands.checkpoint_summary(target, key, trust, depth, expand, tensors, json)
+        model = load_target(target, arg, args_json, trust, weights=weights, key=key)
         report = modscope.summary(model, target=target, check_values=not no_values)
         view = summary_view(report, depth=DEFAULT_DEPTH if depth is None else depth, collapse=not expand)
         if tensors:
@@ -60,14 +67,17 @@ def tree(
     trust: TrustOpt = False,
     depth: DepthOpt = None,
     expand: ExpandOpt = False,
+    key: KeyOpt = None,
     json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """The submodule tree with types and parameter counts."""
+    """The submodule tree with types and parameter counts (or a checkpoint's names as a tree)."""
     with reporting_errors(debug):
         import modscope
         from modscope.render.console import tree_view
 
+        if checkpoint_commands.is_checkpoint_target(target):
+            return checkpoint_commands.checkpoint_tree(target, key, trust, depth, expand, json)
         model = load_target(target, arg, args_json, trust)
         report = modscope.summary(model, target=target)
         emit(_tree_document(report) if json else report, as_json=json, view=tree_view(

@@ -1,0 +1,142 @@
+"""The reader interface every checkpoint format implements, and the file-reading pieces they share.
+
+A reader lists its tensors (``entries``: name -> TensorMeta) from headers/metadata alone, and reads values
+only when asked: ``read`` gives a whole tensor (memory-mapped where the format allows), ``read_into`` fills
+a caller's buffer with a flat range of elements using plain file reads, so a diff can stream two huge
+files through two small buffers without either file's pages piling up in memory.
+"""
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from math import prod
+from typing import Hashable
+
+import torch
+
+from modscope.errors import CheckpointError
+
+
+@dataclass(frozen=True)
+class TensorMeta:
+    """Shape and dtype of one stored tensor, and which bytes it lives in.
+
+    ``storage`` identifies the stored buffer (equal values: the same bytes, e.g. tied weights saved once);
+    ``offset`` is the tensor's first element within it, in bytes.
+    """
+
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    storage: Hashable = None
+    offset: int = 0
+
+    @property
+    def numel(self) -> int:
+        return prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * self.dtype.itemsize
+
+
+class CheckpointReader(ABC):
+    """One checkpoint format. Names are the file's own, nested containers joined with dots."""
+
+    #: short format name shown to users: "safetensors", "torch", "torch-legacy", "index", "dcp", "model"
+    format: str = ""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    @abstractmethod
+    def entries(self) -> dict[str, TensorMeta]:
+        """Every tensor, from headers/metadata only."""
+
+    def containers(self):
+        """The nesting of dicts the tensors were saved in (a ``nested.Node``), or None for a flat file."""
+        return None
+
+    def metadata(self) -> dict | None:
+        """The ``_metadata`` (per-module versions) a pickled state_dict carries, keyed by full name prefix."""
+        return None
+
+    @abstractmethod
+    def read(self, name: str) -> torch.Tensor:
+        """The whole tensor on CPU (a read-only-by-contract memory map where possible: do not write to it)."""
+
+    def read_into(self, name: str, start: int, out: torch.Tensor) -> None:
+        """Fill 1-D ``out`` (of the entry's dtype) with elements ``start .. start + len(out)`` in row-major order."""
+        flat = self.read(name).reshape(-1)
+        out.copy_(flat[start : start + out.numel()])
+
+    def close(self) -> None:
+        """Release open files and maps."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# --- plain file reads ------------------------------------------------------------------------------------
+
+
+class FileSpans:
+    """Reads byte ranges of files with ``pread`` (no mmap, so nothing stays resident) and maps whole files
+    privately for zero-copy ``tensor`` views. Holds one descriptor per file until ``close``."""
+
+    def __init__(self):
+        self._fds: dict[str, int] = {}
+        self._maps: dict[str, torch.UntypedStorage] = {}
+
+    def read_into(self, path: str, offset: int, out: torch.Tensor) -> None:
+        """Fill contiguous ``out`` with the bytes of ``path`` starting at ``offset``."""
+        view = memoryview(out.view(-1).view(torch.uint8).numpy())
+        fd = self._fd(path)
+        done = 0
+        while done < len(view):
+            got = os.preadv(fd, [view[done:]], offset + done)
+            if got <= 0:
+                raise CheckpointError(f"{path} ends early: expected {len(view)} bytes at offset {offset} (truncated?)")
+            done += got
+
+    def tensor(self, path: str, offset: int, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        """A tensor over the file's bytes (copy-on-write private map: the file itself never changes)."""
+        nbytes = prod(shape) * dtype.itemsize
+        if nbytes == 0:
+            return torch.empty(shape, dtype=dtype)
+        if offset % dtype.itemsize:  # unaligned data cannot be viewed in place
+            out = torch.empty(shape, dtype=dtype)
+            self.read_into(path, offset, out)
+            return out
+        storage = self._maps.get(path)
+        if storage is None:
+            storage = torch.UntypedStorage.from_file(path, False, os.path.getsize(path))
+            self._maps[path] = storage
+        flat = torch.empty(0, dtype=dtype).set_(storage, offset // dtype.itemsize, (prod(shape),), (1,))
+        return flat.view(shape)
+
+    def _fd(self, path: str) -> int:
+        fd = self._fds.get(path)
+        if fd is None:
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except OSError as exc:
+                raise CheckpointError(f"cannot read {path}: {exc.strerror}")
+            self._fds[path] = fd
+        return fd
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+        self._maps.clear()
+
+
+def file_size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror}")

@@ -1,0 +1,108 @@
+"""What kind of checkpoint a path is, from its content (magic bytes), not only its name."""
+from __future__ import annotations
+
+import os
+import pickletools
+import zipfile
+
+from modscope.checkpoint.safetensors import looks_like_safetensors
+from modscope.errors import CheckpointError
+
+SAFETENSORS = "safetensors"
+TORCH = "torch"
+LEGACY = "torch-legacy"
+TORCHSCRIPT = "torchscript"
+INDEX = "index"
+DCP = "dcp"
+
+_INDEX_NAMES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+_SINGLE_NAMES = ("model.safetensors", "pytorch_model.bin", "model.pt", "model.pth", "model.bin")
+
+
+def detect(path: str) -> tuple[str, str]:
+    """(kind, file or folder to open). Folders: DCP, an index, or a single weights file inside."""
+    if os.path.isdir(path):
+        return _detect_folder(path)
+    if not os.path.exists(path):
+        raise CheckpointError(f"{path}: no such file or directory")
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror}")
+    if size == 0:
+        raise CheckpointError(f"{path} is empty")
+    if head.startswith(b"PK\x03\x04"):
+        return (TORCHSCRIPT if _is_torchscript(path) else TORCH), path
+    if looks_like_safetensors(head, size):
+        return SAFETENSORS, path
+    if head.lstrip().startswith(b"{"):
+        return INDEX, path
+    if head[:1] == b"\x80":
+        return LEGACY, path
+    raise CheckpointError(
+        f"{path} is not a checkpoint modscope can read (expected a torch.save file, safetensors, a sharded "
+        "index .json or a torch.distributed.checkpoint folder)"
+    )
+
+
+def _detect_folder(path: str) -> tuple[str, str]:
+    if os.path.isfile(os.path.join(path, ".metadata")):
+        return DCP, path
+    for name in _INDEX_NAMES:
+        if os.path.isfile(os.path.join(path, name)):
+            return INDEX, os.path.join(path, name)
+    for name in _SINGLE_NAMES:
+        if os.path.isfile(os.path.join(path, name)):
+            return detect(os.path.join(path, name))
+    try:
+        names = sorted(os.listdir(path))
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror}")
+    for suffix in (".index.json", ".safetensors"):
+        found = [n for n in names if n.endswith(suffix)]
+        if len(found) == 1:
+            return detect(os.path.join(path, found[0]))
+    raise CheckpointError(
+        f"{path} is a folder without a checkpoint modscope recognizes (.metadata of torch.distributed.checkpoint, "
+        "*.index.json, or a single model.safetensors / pytorch_model.bin)"
+    )
+
+
+def _is_torchscript(path: str) -> bool:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(n.endswith("/constants.pkl") for n in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False  # truncated: the torch reader reports it
+
+
+def holds_mapping(path: str) -> bool:
+    """Whether a torch.save zip archive's top-level object is a dict (a checkpoint), judged from the pickle's
+    first opcodes without unpickling anything. A whole pickled model answers False."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            name = next(n for n in archive.namelist() if n.endswith("data.pkl") and n.count("/") == 1)
+            with archive.open(name) as f:
+                data = f.read(4096)
+    except (zipfile.BadZipFile, OSError, StopIteration):
+        return True  # corrupt: let the checkpoint reader say what is wrong
+    strings: list[str] = []
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            if op.name in ("PROTO", "FRAME", "MEMOIZE", "BINPUT", "LONG_BINPUT", "PUT"):
+                continue
+            if op.name in ("EMPTY_DICT", "DICT"):
+                return True
+            if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE"):
+                strings.append(arg)
+                continue
+            if op.name == "GLOBAL":
+                return arg.replace(" ", ".") in ("collections.OrderedDict", "builtins.dict")
+            if op.name == "STACK_GLOBAL":
+                return ".".join(strings[-2:]) in ("collections.OrderedDict", "builtins.dict")
+            return False
+    except (ValueError, EOFError):
+        return True  # the window ended mid-opcode: only reached for odd pickles
+    return True

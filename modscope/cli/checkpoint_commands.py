@@ -1,0 +1,165 @@
+"""Commands about checkpoints: ``diff A B``, ``check TARGET --weights CKPT``, and ``summary``/``tree`` of a
+checkpoint alone (reached from the static commands when their TARGET is a checkpoint file or folder)."""
+from __future__ import annotations
+
+import contextlib
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from modscope.cli.app import app
+from modscope.cli.common import (
+    ArgOpt,
+    ArgsJsonOpt,
+    DebugOpt,
+    JsonOpt,
+    KeyOpt,
+    Target,
+    TrustOpt,
+    emit,
+    load_target,
+    reporting_errors,
+)
+from modscope.errors import EXIT_FINDINGS, EXIT_OK, LoadError, UsageError
+
+Source = Annotated[
+    str,
+    typer.Argument(
+        help="A checkpoint (.pt/.pth/.bin/.ckpt, .safetensors, *.index.json, a DCP folder) or a model TARGET.",
+        show_default=False,
+    ),
+]
+AllOpt = Annotated[bool, typer.Option("--all", help="List every name instead of the first 20 of each kind.")]
+
+
+@app.command()
+def diff(
+    a: Source,
+    b: Source,
+    key: KeyOpt = None,
+    key_a: Annotated[Optional[str], typer.Option("--key-a", help="--key for A only.", show_default=False)] = None,
+    key_b: Annotated[Optional[str], typer.Option("--key-b", help="--key for B only.", show_default=False)] = None,
+    keys_only: Annotated[
+        bool, typer.Option("--keys-only", help="Compare names, shapes and dtypes only: read no tensor data.")
+    ] = False,
+    rtol: Annotated[float, typer.Option("--rtol", min=0.0, help="Relative tolerance, as torch.isclose.")] = 0.0,
+    atol: Annotated[float, typer.Option("--atol", min=0.0, help="Absolute tolerance, as torch.isclose.")] = 0.0,
+    arg: ArgOpt = None,
+    args_json: ArgsJsonOpt = None,
+    trust: TrustOpt = False,
+    all_: AllOpt = False,
+    json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Compare two state dicts. Exit 0 identical, 1 different, 2 error (like diff)."""
+    with reporting_errors(debug):
+        import modscope
+        from modscope.checkpoint import open_checkpoint
+        from modscope.load import parse_constructor_args
+        from modscope.render.diff import diff_view
+
+        kwargs = parse_constructor_args(arg or (), args_json)
+        with open_checkpoint(a, key=key_a or key, trust=trust, kwargs=kwargs) as left, open_checkpoint(
+            b, key=key_b or key, trust=trust, kwargs=kwargs
+        ) as right, _progress_bar() as progress:
+            report = modscope.diff(left, right, rtol=rtol, atol=atol, keys_only=keys_only, progress=progress)
+        emit(report, as_json=json, view=diff_view(report, limit=None if all_ else 20))
+    raise typer.Exit(EXIT_OK if report.identical else EXIT_FINDINGS)
+
+
+@app.command()
+def check(
+    target: Target,
+    weights: Annotated[
+        str, typer.Option("--weights", metavar="CKPT", help="The checkpoint to check against TARGET.", show_default=False)
+    ],
+    key: KeyOpt = None,
+    arg: ArgOpt = None,
+    args_json: ArgsJsonOpt = None,
+    trust: TrustOpt = False,
+    all_: AllOpt = False,
+    json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Would CKPT load into TARGET with load_state_dict(strict=True)? A dry run; exit 0 when it would, else 1."""
+    with reporting_errors(debug):
+        import modscope
+        from modscope.render.checkpoint import compat_view
+
+        model = _model_for_check(target, arg, args_json, trust)
+        report = modscope.check(model, weights, key=key, trust=trust, target=target)
+        emit(report, as_json=json, view=compat_view(report, limit=None if all_ else 20))
+    if not report.ok:
+        raise typer.Exit(EXIT_FINDINGS)
+
+
+def is_checkpoint_target(target: str, weights: str | None = None) -> bool:
+    """Whether a summary/tree TARGET is a checkpoint (file or folder) rather than a model."""
+    from modscope.checkpoint import is_checkpoint_path
+
+    if not is_checkpoint_path(target):
+        return False
+    if weights is not None:
+        raise UsageError(f"--weights loads a checkpoint into a model, but {target} is itself a checkpoint")
+    return True
+
+
+def checkpoint_summary(target, key, trust, depth, expand, tensors, as_json) -> None:
+    from rich.console import Group
+
+    from modscope.render.checkpoint import checkpoint_summary_view, stored_tensor_table
+    from modscope.render.console import DEFAULT_DEPTH
+
+    report = _summarize(target, key, trust)
+    view = checkpoint_summary_view(report, depth=DEFAULT_DEPTH if depth is None else depth, collapse=not expand)
+    emit(report, as_json=as_json, view=Group(view, stored_tensor_table(report)) if tensors else view)
+
+
+def checkpoint_tree(target, key, trust, depth, expand, as_json) -> None:
+    from modscope.render.checkpoint import checkpoint_tree_view
+
+    report = _summarize(target, key, trust)
+    document = {
+        "schema": "modscope.checkpoint_tree/1",
+        "checkpoint": report.checkpoint.to_dict(),
+        "tree": [n.to_dict() for n in report.nodes],
+    }
+    emit(document if as_json else None, as_json=as_json, view=checkpoint_tree_view(report, depth=depth, collapse=not expand))
+
+
+def _summarize(target, key, trust):
+    import modscope
+
+    return modscope.inspect_checkpoint(target, key=key, trust=trust)
+
+
+def _model_for_check(target, arg, args_json, trust):
+    """Shapes and dtypes are all a dry run needs: build on the meta device (no memory), else normally."""
+    from modscope.load import is_object_spec
+
+    if is_object_spec(target):
+        try:
+            return load_target(target, arg, args_json, trust, device="meta")
+        except LoadError:
+            pass  # some constructors need real tensors; the second attempt reports its own error
+    return load_target(target, arg, args_json, trust)
+
+
+@contextlib.contextmanager
+def _progress_bar():
+    """A progress callback drawing on stderr when it is a terminal; a no-op otherwise."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+
+    columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("diff", total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update

@@ -1,0 +1,209 @@
+"""Rich renderables for checkpoint reports: what a file holds (table and tree) and the load dry run."""
+from __future__ import annotations
+
+from collections import defaultdict
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+from rich.tree import Tree
+
+from modscope._format import human_bytes, human_count, shape_str
+from modscope.render.collapse import Row, group_children
+from modscope.render.console import DEFAULT_DEPTH, shared_view
+from modscope.report.checkpoint import CheckpointRef, CheckpointSummary, CompatReport
+
+#: entries shown per list before "... and N more" (None: all)
+LIMIT = 20
+
+
+def source_label(ref: CheckpointRef) -> str:
+    key = f", key {ref.key}" if ref.key else ""
+    return f"{ref.path} ({ref.format}{key})"
+
+
+def checkpoint_summary_view(report: CheckpointSummary, *, depth: int = DEFAULT_DEPTH, collapse: bool = True) -> Group:
+    """Prefix table (to ``depth``), totals, shared storage and the other state dicts in the file."""
+    parts = [titled(source_label(report.checkpoint), _prefix_table(report, depth, collapse)), _totals_table(report)]
+    if report.shared:
+        parts.append(shared_view(report))
+    others = _other_candidates(report.checkpoint)
+    if others:
+        parts.append(Text(f"also in this file (choose with --key): {others}", style="dim"))
+    return Group(*parts)
+
+
+def checkpoint_tree_view(report: CheckpointSummary, *, depth: int | None = None, collapse: bool = True) -> Tree:
+    """Name prefixes as a tree, tensors (shape, dtype) as leaves; runs of identical siblings collapsed."""
+    by_name = {n.name: n for n in report.nodes}
+    leaves = defaultdict(list)
+    for t in report.tensors:
+        leaves[t.name.rpartition(".")[0]].append(t)
+    root = Tree(Text.assemble((source_label(report.checkpoint), "bold"), _size(by_name[""].numel_total)))
+    stack = [(root, by_name[""])]
+    while stack:
+        branch, node = stack.pop()
+        if depth is not None and node.depth >= depth and (node.children or leaves[node.name]):
+            branch.add(Text(f"… {node.tensors_total} tensor(s) below depth {depth}", style="dim"))
+            continue
+        cut = len(node.name) + 1 if node.name else 0
+        for t in leaves[node.name]:
+            label = Text(t.name[cut:], style="bold")
+            label.append(f"  {shape_str(t.shape)} {t.dtype}", style="cyan")
+            if t.shared_with:
+                label.append(f"  = {', '.join(t.shared_with)}", style="yellow")
+            branch.add(label)
+        for row in group_children([by_name[c] for c in node.children], collapse):
+            label = Text(row.label[cut:] if row.count == 1 else _run_label(row, cut), style="bold")
+            if row.count > 1:
+                label.append(f" x{row.count}", style="magenta")
+                label.append(_size(row.module.numel_total, " each"))
+            else:
+                label.append(_size(row.module.numel_total))
+            stack.append((branch.add(label), row.module))
+    return root
+
+
+def compat_view(report: CompatReport, *, limit: int | None = LIMIT) -> Group:
+    """Everything ``load_state_dict(strict=True)`` would complain about or do silently, and the verdict."""
+    header = Text.assemble(
+        ("Check ", "bold"), (report.model.type, "cyan"), " <- ", source_label(report.checkpoint),
+        f"\n  {report.matched:,} key(s) match",
+    )  # fmt: skip
+    parts: list = [header]
+    if report.missing:
+        parts.append(name_list("Missing from the checkpoint", report.missing, limit, "red"))
+    if report.unexpected:
+        non_persistent = set(report.non_persistent_buffers)
+        parts.append(name_list("Unexpected in the checkpoint", [
+            f"{k}  (a non-persistent buffer in the model)" if k in non_persistent else k for k in report.unexpected
+        ], limit, "red"))  # fmt: skip
+    if report.shape_mismatches:
+        table = Table(show_edge=False)
+        for col in ("key", "model", "checkpoint"):
+            table.add_column(col)
+        for m in capped(report.shape_mismatches, limit, table):
+            table.add_row(m.key, shape_str(m.model_shape), shape_str(m.checkpoint_shape))
+        parts.append(titled("Shape mismatches (raise even with strict=False)", table))
+    if report.dtype_casts:
+        table = Table(show_edge=False)
+        for col in ("key", "checkpoint", "model", ""):
+            table.add_column(col)
+        for c in capped(report.dtype_casts, limit, table):
+            table.add_row(c.key, c.checkpoint_dtype, c.model_dtype, Text("lossy", style="yellow") if c.lossy else "")
+        parts.append(titled("Dtype casts (load_state_dict copies them silently)", table))
+    if report.non_persistent_buffers:
+        parts.append(name_list("Non-persistent buffers (never loaded; keep their constructed values)",
+                               report.non_persistent_buffers, limit, "dim"))  # fmt: skip
+    if report.ignored:
+        parts.append(name_list("Ignored (under a submodule set to None)", report.ignored, limit, "dim"))
+    for note in report.notes:
+        parts.append(Text(f"note: {note}", style="dim"))
+    if report.suggestion is not None:
+        s = report.suggestion
+        action = _prefix_action(s.strip, s.add)
+        after = "then it loads cleanly" if s.clean else "some differences remain"
+        parts.append(Text(f"suggestion: {action} in the checkpoint's keys: fixes {s.fixes} key(s); {after}", style="cyan"))
+    if report.missing or report.unexpected:
+        parts.append(Text(
+            f"with strict=False: {len(report.missing)} missing key(s) keep their initial values and "
+            f"{len(report.unexpected)} unexpected key(s) are ignored"
+            + ("; the shape mismatches still raise" if report.shape_mismatches else ""),
+            style="yellow",
+        ))  # fmt: skip
+    verdict = "OK: loads with strict=True" if report.ok else "FAILED: load_state_dict(strict=True) would raise"
+    parts.append(Text(verdict, style="green" if report.ok else "red"))
+    return Group(*parts)
+
+
+def name_list(title: str, names, limit: int | None, style: str = "") -> Text:
+    names = list(names)
+    shown = names if limit is None else names[:limit]
+    text = Text(f"{title} ({len(names)}):", style="bold")
+    for name in shown:
+        text.append(f"\n  {name}", style=style)
+    if len(shown) < len(names):
+        text.append(f"\n  … and {len(names) - len(shown)} more (--all lists every one)", style="dim")
+    return text
+
+
+def titled(title: str, table: Table) -> Group:
+    """A bold title line over ``table`` (a table's own title wraps at the table's width)."""
+    return Group(Text(title, style="bold"), table)
+
+
+def capped(items, limit: int | None, table: Table):
+    items = list(items)
+    if limit is not None and len(items) > limit:
+        table.caption = f"… and {len(items) - limit} more (--all lists every one)"
+        return items[:limit]
+    return items
+
+
+def _prefix_action(strip: str, add: str) -> str:
+    if strip and add:
+        return f"replace the prefix {strip!r} with {add!r}"
+    return f"strip the prefix {strip!r}" if strip else f"add the prefix {add!r}"
+
+
+def _prefix_table(report: CheckpointSummary, depth: int, collapse: bool) -> Table:
+    by_name = {n.name: n for n in report.nodes}
+    table = Table(show_edge=False)
+    table.add_column("prefix")
+    table.add_column("tensors", justify="right")
+    table.add_column("elements", justify="right")
+    table.add_column("bytes", justify="right")
+    rows = [(Row(by_name[""]), 0)]
+    while rows:
+        row, level = rows.pop(0)
+        node, each = row.module, " each" if row.count > 1 else ""
+        label = "(all)" if not node.name else (row.label if row.count == 1 else _run_label(row, 0))
+        table.add_row(
+            "  " * level + label + (f" x{row.count}" if row.count > 1 else ""),
+            f"{node.tensors_total:,}",
+            human_count(node.numel_total) + each,
+            human_bytes(node.bytes_total) + each,
+        )
+        if node.depth < depth:
+            kids = [by_name[c] for c in node.children]
+            rows[0:0] = [(r, level + 1) for r in group_children(kids, collapse)]
+    return table
+
+
+def _totals_table(report: CheckpointSummary) -> Table:
+    t = report.totals
+    table = Table(title="Totals", title_justify="left", show_header=False, show_edge=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    table.add_column("note")
+    tied = sum(len(g.names) - 1 for g in report.shared if g.kind.value == "tied")
+    table.add_row("tensors", f"{t.tensors:,}", f"{tied} tied name(s) share stored bytes" if tied else "")
+    table.add_row("elements", f"{t.numel:,}", "")
+    table.add_row("bytes", human_bytes(t.bytes), "")
+    for dtype, size in sorted(t.bytes_by_dtype.items(), key=lambda kv: -kv[1]):
+        table.add_row(f"  {dtype}", human_bytes(size), "")
+    return table
+
+
+def _other_candidates(ref: CheckpointRef) -> str:
+    chosen = ref.key or ""
+    return ", ".join(f"{k or '(root)'} ({n} tensors)" for k, n in ref.candidates if k != chosen)
+
+
+def _run_label(row: Row, cut: int) -> str:
+    return row.label[cut:] if cut else row.label
+
+
+def _size(numel: int, each: str = "") -> Text:
+    return Text(f"  ({human_count(numel)}{each})", style="green") if numel else Text("")
+
+
+def stored_tensor_table(report: CheckpointSummary) -> Table:
+    """Every tensor of the checkpoint, one row each (``summary CKPT --tensors``)."""
+    table = Table(title="Tensors", title_justify="left", show_edge=False)
+    for col in ("name", "shape", "dtype", "numel", "bytes"):
+        table.add_column(col, justify="right" if col in ("numel", "bytes") else "left")
+    for t in report.tensors:
+        shared = f" (= {', '.join(t.shared_with)})" if t.shared_with else ""
+        table.add_row(t.name + shared, shape_str(t.shape), t.dtype, human_count(t.numel), human_bytes(t.bytes))
+    return table

@@ -35,7 +35,7 @@ def detect(path: str) -> tuple[str, str]:
         raise CheckpointError(f"{path} is empty")
     if head.startswith(b"PK\x03\x04"):
         return (TORCHSCRIPT if _is_torchscript(path) else TORCH), path
-    if looks_like_safetensors(head, size):
+    if looks_like_safetensors(head):
         return SAFETENSORS, path
     if head.lstrip().startswith(b"{"):
         return INDEX, path

@@ -24,12 +24,10 @@ _DTYPES = {
 }  # fmt: skip
 
 
-def looks_like_safetensors(head: bytes, size: int) -> bool:
-    """The first bytes of a file: a plausible header length followed by a JSON object."""
-    if len(head) < 9:
-        return False
-    n = int.from_bytes(head[:8], "little")
-    return 2 <= n <= size - 8 and head[8:9] == b"{"
+def looks_like_safetensors(head: bytes) -> bool:
+    """The first bytes of a file: a header length, then a JSON object (whether the length fits the file is
+    the reader's to check, so a truncated file is reported as such)."""
+    return len(head) >= 9 and int.from_bytes(head[:8], "little") >= 2 and head[8:9] == b"{"
 
 
 class SafetensorsReader(CheckpointReader):

@@ -42,15 +42,17 @@ def load_pickled(source, *, trust: bool, label: str | None = None, **kwargs) -> 
             found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
             raise UnsafeLoadError(unsafe_message(path, f"such as {found.group(1)}" if found else "")) from None
         raise CheckpointError(f"{path} is corrupt: cannot unpickle it ({_first_line(text)})") from None
-    except (EOFError, RuntimeError, ValueError, OSError, AttributeError, ImportError, KeyError) as exc:
-        text = _first_line(str(exc)) or type(exc).__name__
-        if isinstance(exc, EOFError) or "central directory" in text or "failed reading zip" in text:
-            raise CheckpointError(f"{path} is truncated or corrupt: {text}") from None
-        raise CheckpointError(f"cannot read {path}: {type(exc).__name__}: {text}") from None
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror}") from None
+    except Exception as exc:  # a damaged file makes torch's readers fail in many ways
+        text = _first_line(str(exc))
+        raise CheckpointError(f"{path} is truncated or corrupt: {type(exc).__name__}{': ' + text if text else ''}") from None
 
 
 def _first_line(text: str) -> str:
-    return " ".join(text.strip().splitlines()[0].split()) if text.strip() else ""
+    """The first sentence of the first line (torch's messages go on to paragraphs of advice)."""
+    line = " ".join(text.strip().splitlines()[0].split()) if text.strip() else ""
+    return line.split(". ", 1)[0].rstrip(".")
 
 
 def flatten(obj: Any, path: str) -> tuple[dict[str, torch.Tensor], nested.Node, dict[str, Any]]:

@@ -17,9 +17,11 @@ def match_prefixes(
     only_b: Iterable[str],
     same: Callable[[str, str], bool] = lambda a, b: True,
 ) -> tuple[list[tuple[str, str]], list[PrefixMove]]:
-    """Pair names of A with names of B that differ only in a leading prefix (and satisfy ``same``).
+    """Pair names of A with names of B that differ only in a leading prefix.
 
-    The prefix swaps that explain the most names are applied first; each name is paired at most once.
+    A swap is proposed by pairs that satisfy ``same`` (e.g. equal shapes, so ``encoder.0.weight`` and
+    ``decoder.0.weight`` do not vote for ``encoder.`` -> ``decoder.`` by accident), then applied to every
+    name it fits. The swaps that explain the most names go first; each name is paired at most once.
 
     >>> match_prefixes(["module.fc.weight"], ["fc.weight"])
     ([('module.fc.weight', 'fc.weight')], [PrefixMove(a_prefix='module.', b_prefix='', count=1)])
@@ -45,7 +47,7 @@ def match_prefixes(
         for a in left:
             if a in remaining and a.startswith(a_prefix):
                 b = b_prefix + a[len(a_prefix) :]
-                if b in right and same(a, b):
+                if b in right:
                     found.append((a, b))
         for a, b in found:
             remaining.discard(a)

@@ -91,7 +91,8 @@ def test_every_kind_of_change(changed):
 def test_chunked_statistics_equal_whole_tensor_statistics(changed, monkeypatch):
     _, _, pa, pb = changed
     whole = _diff(pa, pb)
-    monkeypatch.setattr(values, "CHUNK_BYTES", 24)  # a few elements per chunk, many chunks per tensor
+    monkeypatch.setattr(values, "IO_BYTES", 64)  # a few elements per read, many reads per tensor
+    monkeypatch.setattr(values, "COMPUTE_BYTES", 16)
     chunked = _diff(pa, pb)
     for x, y in zip(whole.value_changed, chunked.value_changed):
         assert x.key == y.key and x.num_different == y.num_different and x.max_abs_diff == y.max_abs_diff

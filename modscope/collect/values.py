@@ -1,11 +1,17 @@
 """Compare tensor values of two checkpoints in bounded memory.
 
-Every tensor pair is streamed in chunks of about ``CHUNK_BYTES`` through two pairs of reusable buffers: a
-reader thread fills one pair (plain file reads, so nothing stays mapped) while the other is compared.
-Memory stays at a few chunks whatever the tensor and file sizes.
+Tensor pairs are streamed through two pairs of reusable ``IO_BYTES`` buffers: a reader thread fills one
+pair with plain file reads (nothing stays mapped, so nothing piles up as resident memory) while the other
+pair is compared. Small tensors are packed together into one read; big ones are split across reads.
+Memory stays at a few buffers whatever the tensor and file sizes.
+
+The comparison walks each buffer in ``COMPUTE_BYTES`` windows, small enough to stay in the CPU cache
+across the handful of passes each gets, on one intra-op thread: for cache-sized, memory-bound work,
+waking torch's thread pool per operation costs more than it saves (much more on a busy machine).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +21,9 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-CHUNK_BYTES = 4 << 20
+IO_BYTES = 8 << 20  # per side and per read
+COMPUTE_BYTES = 1 << 20  # per side and per comparison step
+_ALIGN = 64
 
 Progress = Callable[[int], None]  # called with the number of bytes just read
 
@@ -42,128 +50,173 @@ class ValueStats:
         return math.sqrt(self.sq_diff) / math.sqrt(self.sq_ref)
 
 
-class _Slot:
-    """One pair of raw byte buffers, viewed as whatever dtype the current chunk has."""
-
-    def __init__(self):
-        self.a = torch.empty(CHUNK_BYTES, dtype=torch.uint8)
-        self.b = torch.empty(CHUNK_BYTES, dtype=torch.uint8)
-
-
 @dataclass(frozen=True)
-class _Job:
-    pair: int
+class _Piece:
+    """Elements ``start .. start + count`` of item ``item``, read to byte ``offsets[side]`` of each buffer."""
+
+    item: int
     start: int
     count: int
+    offsets: tuple[int, ...]
+
+
+def plan(items: list[tuple[int, tuple[int, ...]]]) -> list[list[_Piece]]:
+    """Group (numel, itemsize per side) items into reads of at most IO_BYTES per side."""
+    reads: list[list[_Piece]] = []
+    current: list[_Piece] = []
+    used: list[int] = []
+    for item, (numel, sizes) in enumerate(items):
+        used = used or [0] * len(sizes)
+        start = 0
+        while start < numel:
+            room = min((IO_BYTES - u) // size for u, size in zip(used, sizes))
+            if room <= 0:
+                reads.append(current)
+                current, used = [], [0] * len(sizes)
+                continue
+            count = min(room, numel - start)
+            current.append(_Piece(item, start, count, tuple(used)))
+            used = [-(-(u + count * size) // _ALIGN) * _ALIGN for u, size in zip(used, sizes)]
+            start += count
+    if current:
+        reads.append(current)
+    return reads
 
 
 class ValueComparer:
-    """``compare`` tensor pairs of two sources (anything with ``entries``/``read_into``) chunk by chunk."""
+    """``compare`` tensor pairs of two sources (anything with ``entries``/``read_into``) in bounded memory."""
 
     def __init__(self, a, b, *, rtol: float = 0.0, atol: float = 0.0, progress: Progress | None = None):
         self.a, self.b = a, b
         self.rtol, self.atol = rtol, atol
         self.progress = progress
-        self._scratch: dict[torch.dtype, torch.Tensor] = {}
+        self._scratch: dict[tuple, torch.Tensor] = {}
 
     def compare(self, pairs: list[tuple[str, str]]) -> list[ValueStats]:
         """Statistics of A[name_a] - B[name_b] for each pair (same shapes; dtypes may differ)."""
         ea, eb = self.a.entries(), self.b.entries()
+        names = [((self.a, x), (self.b, y)) for x, y in pairs]
         metas = [(ea[x], eb[y]) for x, y in pairs]
-        stats = [ValueStats() for _ in pairs]
-        jobs = []
-        for i, (ma, mb) in enumerate(metas):
-            stats[i].numel = ma.numel
-            step = max(1, CHUNK_BYTES // max(ma.dtype.itemsize, mb.dtype.itemsize))
-            jobs.extend(_Job(i, s, min(step, ma.numel - s)) for s in range(0, ma.numel, step))
-
-        def fetch(job: _Job, slot: _Slot):
-            (na, nb), (ma, mb) = pairs[job.pair], metas[job.pair]
-            ca = slot.a[: job.count * ma.dtype.itemsize].view(ma.dtype)
-            cb = slot.b[: job.count * mb.dtype.itemsize].view(mb.dtype)
-            self.a.read_into(na, job.start, ca)
-            self.b.read_into(nb, job.start, cb)
-            return ca, cb
-
-        for job, (ca, cb) in _prefetched(jobs, fetch):
-            self._update(stats[job.pair], ca, cb)
-            if self.progress is not None:
-                self.progress(ca.numel() * ca.element_size() + cb.numel() * cb.element_size())
+        stats = [ValueStats(numel=ma.numel) for ma, _ in metas]
+        reads = plan([(ma.numel, (ma.dtype.itemsize, mb.dtype.itemsize)) for ma, mb in metas])
+        with _one_intra_op_thread():
+            for piece, (ca, cb) in _streamed(reads, names, [(ma.dtype, mb.dtype) for ma, mb in metas]):
+                window = max(1, COMPUTE_BYTES // max(ca.element_size(), cb.element_size()))
+                for w in range(0, piece.count, window):
+                    self._update(stats[piece.item], ca[w : w + window], cb[w : w + window])
+                if self.progress is not None:
+                    self.progress(piece.count * (ca.element_size() + cb.element_size()))
         return stats
 
     def digests(self, source, names: list[str]) -> dict[str, bytes]:
         """A content hash of each named tensor of ``source`` (to recognise renamed tensors)."""
         entries = source.entries()
-        jobs = []
-        for i, name in enumerate(names):
-            meta = entries[name]
-            step = max(1, CHUNK_BYTES // meta.dtype.itemsize)
-            jobs.extend(_Job(i, s, min(step, meta.numel - s)) for s in range(0, meta.numel, step))
-        hashes = {name: hashlib.blake2b(digest_size=16) for name in names}
-
-        def fetch(job: _Job, slot: _Slot):
-            meta = entries[names[job.pair]]
-            chunk = slot.a[: job.count * meta.dtype.itemsize]
-            source.read_into(names[job.pair], job.start, chunk.view(meta.dtype))
-            return chunk, None
-
-        for job, (chunk, _) in _prefetched(jobs, fetch):
-            hashes[names[job.pair]].update(memoryview(chunk.numpy()))
+        metas = [entries[n] for n in names]
+        hashes = [hashlib.blake2b(digest_size=16) for _ in names]
+        reads = plan([(m.numel, (m.dtype.itemsize,)) for m in metas])
+        for piece, (chunk,) in _streamed(reads, [((source, n),) for n in names], [(m.dtype,) for m in metas]):
+            hashes[piece.item].update(memoryview(chunk.view(torch.uint8).numpy()))
             if self.progress is not None:
-                self.progress(chunk.numel())
-        return {name: h.digest() for name, h in hashes.items()}
+                self.progress(piece.count * chunk.element_size())
+        return {name: h.digest() for name, h in zip(names, hashes)}
 
     # --- one chunk ---------------------------------------------------------------------------------------
 
     def _update(self, stats: ValueStats, ca: torch.Tensor, cb: torch.Tensor) -> None:
+        """Fold one chunk pair into ``stats``. ``cb`` is ours to overwrite: the difference is formed in place."""
         wide = _wide(ca.dtype, cb.dtype)
         fa = ca if ca.dtype == wide else self._scratch_for(wide, 0, ca.numel()).copy_(ca)
-        stats.sq_ref += float(torch.linalg.vector_norm(fa, 2)) ** 2
+        sq_a = _sq(fa)
+        stats.sq_ref += sq_a
         if ca.dtype == cb.dtype and _bitwise_equal(ca, cb):
             return
         fb = cb if cb.dtype == wide else self._scratch_for(wide, 1, cb.numel()).copy_(cb)
-        d = torch.sub(fa, fb, out=self._scratch_for(wide, 2, ca.numel()))
-        sum_abs = float(torch.linalg.vector_norm(d, 1))
-        if math.isfinite(sum_abs) and not (self.rtol or self.atol):
-            different = int(torch.count_nonzero(d))
-        else:  # non-finite values or tolerances: equal NaNs/infinities are not differences
+        exact = not (self.rtol or self.atol)
+        if exact and math.isfinite(sq_a) and math.isfinite(_sq(fb)):
+            d = fb.sub_(fa)  # no NaN/inf anywhere: every nonzero element of B - A is a difference
+            d = d.abs_() if not d.is_complex() else d.abs()
+            different = int(torch.count_nonzero(d.view(_SAME_SIZE_INT.get(d.dtype, d.dtype))))
+        else:  # tolerances, or NaN/inf: equal NaNs and equal infinities are not differences
             close = torch.isclose(fa, fb, rtol=self.rtol, atol=self.atol, equal_nan=True)
             different = int(close.numel() - torch.count_nonzero(close))
-            d.masked_fill_(close, 0)
-            sum_abs = float(torch.linalg.vector_norm(d, 1))
+            d = (fb - fa).abs().masked_fill_(close, 0)
         if not different:
             return
         stats.different += different
-        stats.sum_abs += sum_abs
-        stats.max_abs = _nanmax(stats.max_abs, float(torch.linalg.vector_norm(d, math.inf)))
-        stats.sq_diff += float(torch.linalg.vector_norm(d, 2)) ** 2
+        stats.sum_abs += float(d.sum())
+        stats.max_abs = _nanmax(stats.max_abs, float(d.amax()))
+        stats.sq_diff += _sq(d)
 
     def _scratch_for(self, dtype: torch.dtype, slot: int, n: int) -> torch.Tensor:
         key = (dtype, slot)
         buf = self._scratch.get(key)
         if buf is None or buf.numel() < n:
-            buf = self._scratch[key] = torch.empty(max(n, CHUNK_BYTES // 4), dtype=dtype)
+            buf = self._scratch[key] = torch.empty(n, dtype=dtype)
         return buf[:n]
 
 
-def _prefetched(jobs: list[_Job], fetch) -> Iterator[tuple[_Job, tuple]]:
-    """Yield (job, fetched) while a worker thread fetches the next job into the other buffer slot."""
-    if not jobs:
+@contextlib.contextmanager
+def _one_intra_op_thread():
+    """torch's intra-op thread count is process-wide: set it to 1 for the comparison, restore it after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _streamed(reads: list[list[_Piece]], names, dtypes) -> Iterator[tuple[_Piece, tuple[torch.Tensor, ...]]]:
+    """Yield (piece, one tensor per side) while a worker thread reads the next group into the other buffers.
+
+    ``names[item]`` gives (source, name) per side; ``dtypes[item]`` the dtype per side. A yielded tensor is
+    valid until the next group is requested, and the caller may overwrite it.
+    """
+    if not reads:
         return
-    slots = (_Slot(), _Slot())
+    sides = len(dtypes[0])
+    buffers = [[torch.empty(IO_BYTES, dtype=torch.uint8) for _ in range(sides)] for _ in range(2)]
+
+    def fetch(group: list[_Piece], slot: list[torch.Tensor]):
+        out = []
+        for piece in group:
+            views = []
+            for side, ((source, name), dtype) in enumerate(zip(names[piece.item], dtypes[piece.item])):
+                offset = piece.offsets[side]
+                view = slot[side][offset : offset + piece.count * dtype.itemsize].view(dtype)
+                source.read_into(name, piece.start, view)
+                views.append(view)
+            out.append((piece, tuple(views)))
+        return out
+
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="modscope-read") as pool:
-        pending = pool.submit(fetch, jobs[0], slots[0])
-        for i, job in enumerate(jobs):
-            fetched = pending.result()
-            if i + 1 < len(jobs):
-                pending = pool.submit(fetch, jobs[i + 1], slots[(i + 1) % 2])
-            yield job, fetched
+        pending = pool.submit(fetch, reads[0], buffers[0])
+        for i in range(len(reads)):
+            ready = pending.result()
+            if i + 1 < len(reads):
+                pending = pool.submit(fetch, reads[i + 1], buffers[(i + 1) % 2])
+            yield from ready
+
+
+_SAME_SIZE_INT = {torch.float32: torch.int32, torch.float64: torch.int64, torch.float16: torch.int16}
 
 
 def _bitwise_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Same bytes. A short prefix first: chunks that differ usually differ at once, and torch.equal stops
+    at the first difference; numpy compares whole equal chunks fastest."""
+    if not torch.equal(a[:256].view(torch.uint8), b[:256].view(torch.uint8)):
+        return False
     nbytes = a.numel() * a.element_size()
     view = np.int64 if nbytes % 8 == 0 else np.uint8
     return bool(np.array_equal(a.view(torch.uint8).numpy().view(view), b.view(torch.uint8).numpy().view(view)))
+
+
+def _sq(x: torch.Tensor) -> float:
+    """Sum of squares (|x|^2 for complex), accumulated by BLAS; non-finite when x holds NaN/inf."""
+    flat = x.reshape(-1)
+    if flat.is_complex():
+        return float(torch.vdot(flat, flat).real)
+    return float(torch.dot(flat, flat))
 
 
 def _wide(x: torch.dtype, y: torch.dtype) -> torch.dtype:

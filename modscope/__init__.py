@@ -15,12 +15,14 @@ __version__ = "0.1.0"
 _LAZY = {
     "summary": "modscope.static",
     "audit": "modscope.static",
+    "graph": "modscope.graphs",
     "load_model": "modscope.load",
     "ModelInputs": "modscope.inputs",
     "preserved_state": "modscope.hooks",
     "ModscopeError": "modscope.errors",
     "SummaryReport": "modscope.report",
     "AuditReport": "modscope.report",
+    "ModelGraph": "modscope.report.graph",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

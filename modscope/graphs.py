@@ -102,18 +102,23 @@ class _Tree:
         return type(self.modules[name]).forward is not nn.Module.forward
 
     def flow_leaves(self) -> tuple[dict[str, nn.Module], list[tuple[str, nn.Module]]]:
-        """Dataflow boxes (name -> module) and the modules to hook: everything not inside a box."""
+        """Dataflow boxes (name -> module) and the modules to hook: everything not inside a box.
+
+        Depth counts only modules that are called, so ``down.0`` under a ModuleList is at depth 1.
+        """
         leaves: dict[str, nn.Module] = {}
         hooked: list[tuple[str, nn.Module]] = []
-        stack = [""]
+        stack = [("", 0)]
         while stack:
-            name = stack.pop()
+            name, level = stack.pop()
             info, module = self.info[name], self.modules[name]
             hooked.append((name, module))
-            if name and self.callable(name) and self.is_leaf(info):
+            called = bool(name) and self.callable(name)
+            level += called
+            if called and (not info.children or (self.depth is not None and level >= self.depth)):
                 leaves[name] = module
             elif info.children:
-                stack.extend(reversed(info.children))
+                stack.extend((c, level) for c in reversed(info.children))
         return leaves, hooked
 
     def runs(self, collapse: bool) -> list[list[str]]:

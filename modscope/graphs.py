@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import os
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -168,10 +169,10 @@ def _row_label(row) -> str:
     return run_label(row.module.name, row.last) if row.count > 1 else row.module.name
 
 
-def _module_node(tree: _Tree, info: ModuleInfo, cluster: str, label: str, **extra) -> GraphNode:
+def _module_node(tree: _Tree, info: ModuleInfo, cluster: str, label: str, node_id: str = "", **extra) -> GraphNode:
     module = tree.modules.get(info.name)
     return GraphNode(
-        id=extra.pop("id", info.name),
+        id=node_id or info.name,
         kind=NodeKind.MODULE,
         label=label,
         cluster=cluster,
@@ -186,6 +187,11 @@ def _module_node(tree: _Tree, info: ModuleInfo, cluster: str, label: str, **extr
 
 def _dataflow(model: nn.Module, inputs, tree: _Tree, collapse: bool) -> tuple[Flow, dict[str, tuple[str, int]]]:
     """Run one forward pass under the recorder, then simplify: dead ends, opaque modules, repeats."""
+    if isinstance(model, torch.jit.ScriptModule):
+        raise UsageError(
+            "a TorchScript module runs compiled code that modscope cannot watch: draw its hierarchy "
+            "(no inputs) or load the Python model to see its dataflow"
+        )
     leaves, hooked = tree.flow_leaves()
     split = {name for name in leaves if tree.info[name].params_total == 0 and tree.info[name].buffers_total == 0}
     with preserved_state(model), torch.no_grad():
@@ -269,7 +275,7 @@ def _from_flow(flow: Flow, tree: _Tree, repeats: dict[str, tuple[str, int]]):
             nodes.append(
                 _module_node(
                     tree, info, tree.cluster_of(n.scope, cluster_names), label,
-                    id=n.id, calls=n.calls, call=n.call, repeat=repeat,
+                    node_id=n.id, calls=n.calls, call=n.call, repeat=repeat,
                 )
             )
         else:
@@ -295,8 +301,6 @@ def _from_flow(flow: Flow, tree: _Tree, repeats: dict[str, tuple[str, int]]):
 def _absorb_wrappers(nodes: list[GraphNode], clusters: list[GraphCluster]):
     """A cluster whose only content is one child cluster is one box too many: a plain child is taken over
     by the wrapper (DoubleConv > block), a ``x N`` child takes the wrapper's place (encoder.layers > x 12)."""
-    from dataclasses import replace
-
     holds_nodes = {n.cluster for n in nodes}
     kids: dict[str, list[GraphCluster]] = {}
     for c in clusters:
@@ -360,8 +364,4 @@ def _with_tied(node: GraphNode, report: SummaryReport) -> GraphNode:
         for name in group.names
         if name.rpartition(".")[0] == node.module or (node.module and name.startswith(node.module + "."))
     )
-    if not tied:
-        return node
-    from dataclasses import replace
-
-    return replace(node, tied=tied)
+    return replace(node, tied=tied) if tied else node

@@ -358,3 +358,16 @@ def test_error_inside_a_leaf_module_restores_everything():
     with pytest.raises(ForwardError):
         modscope.graph(model, torch.randn(1, 4))
     _assert_same(before, _state(model))
+
+
+def test_torchscript_dataflow_is_refused_with_a_reason():
+    model = torch.jit.script(nn.Sequential(nn.Linear(2, 2)))
+    assert [n.id for n in modscope.graph(model).nodes] == ["0"]
+    with pytest.raises(UsageError, match="TorchScript"):
+        modscope.graph(model, torch.randn(1, 2))
+
+
+def test_op_types_name_the_function_called():
+    model, args = example("param_list_dense")
+    (op,) = [n for n in modscope.graph(model, args).nodes if n.kind is NodeKind.OP]
+    assert (op.label, op.type, op.calls) == ("mm", "torch.mm", 4)

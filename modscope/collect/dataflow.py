@@ -35,8 +35,10 @@ _PASSTHROUGH = frozenset(
      "half", "bfloat16", "type", "type_as", "data", "retain_grad", "align_to"}
 )
 _TRANSPOSE_GETTERS = {"T": "transpose", "mT": "transpose", "H": "adjoint", "mH": "adjoint"}
-_SKIP_DIRS = tuple(os.path.dirname(m.__file__) + os.sep for m in (torch,)) + (
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep,
+# Frames in these packages are not "the user's line" of an op.
+_SKIP_DIRS = (
+    os.path.dirname(torch.__file__) + os.sep,
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep,  # modscope
 )
 
 
@@ -68,9 +70,6 @@ class Flow:
     def add_edge(self, src: str, dst: str, label: str) -> None:
         self.edges[(src, dst, label)] = None
 
-    def preds(self, node_id: str) -> list[str]:
-        return [s for (s, d, _) in self.edges if d == node_id]
-
 
 class _Recorder(TorchFunctionMode):
     """Builds a ``Flow`` from module hooks (``pre``/``post``) and the tensor ops seen in between."""
@@ -90,6 +89,7 @@ class _Recorder(TorchFunctionMode):
         self.by_key: dict[tuple, str] = {}  # op key -> node id
         self.by_site: dict[tuple, list[str]] = {}  # (scope, fn, site) -> node ids
         self.op_count: dict[str, int] = {}
+        self.preds: dict[str, set[str]] = {}  # node id -> producers feeding it (for the loop search)
 
     # --- inputs and outputs -------------------------------------------------------------------------
     def add_input(self, label: str, tensor: torch.Tensor) -> None:
@@ -104,7 +104,11 @@ class _Recorder(TorchFunctionMode):
             self.flow.nodes[node_id] = FlowNode(node_id, NodeKind.OUTPUT, label, "", shape=_shape(tensor), calls=1)
             src = self.producer.get(tensor)
             if src is not None:
-                self.flow.add_edge(src, node_id, _shape(tensor))
+                self._edge(src, node_id, _shape(tensor))
+
+    def _edge(self, src: str, dst: str, label: str) -> None:
+        self.flow.add_edge(src, dst, label)
+        self.preds.setdefault(dst, set()).add(src)
 
     @contextlib.contextmanager
     def _busy(self):
@@ -132,7 +136,7 @@ class _Recorder(TorchFunctionMode):
             for tensor in _tensors((args, kwargs)):
                 src = self.producer.get(tensor)
                 if src is not None:
-                    self.flow.add_edge(src, node.id, _shape(tensor))
+                    self._edge(src, node.id, _shape(tensor))
         self.stack.append((name, node.id, True))
         self.quiet += 1
 
@@ -186,7 +190,7 @@ class _Recorder(TorchFunctionMode):
         node.calls += 1
         node.uses.extend(u for u in uses if u not in node.uses)
         for tensor, src in known:
-            self.flow.add_edge(src, node.id, _shape(tensor))
+            self._edge(src, node.id, _shape(tensor))
         for out in outputs:
             self.producer[out] = node.id
         return result
@@ -211,9 +215,7 @@ class _Recorder(TorchFunctionMode):
                 count = self.op_count[scope] = self.op_count.get(scope, 0) + 1
                 node_id = f"{scope}/{name}#{count}"
                 detail = _index_str(args[1]) if name == "getitem" and len(args) > 1 else ""
-                self.flow.nodes[node_id] = FlowNode(
-                    node_id, NodeKind.OP, name, scope, resolve_name(func) or name, detail
-                )
+                self.flow.nodes[node_id] = FlowNode(node_id, NodeKind.OP, name, scope, _qualified(func, name), detail)
                 same_site.append(node_id)
             self.by_key[key] = node_id
         return self.flow.nodes[node_id]
@@ -230,7 +232,7 @@ class _Recorder(TorchFunctionMode):
                 return node_id
             node = self.flow.nodes.get(node_id)
             if node is not None and node.kind is NodeKind.OP and node.scope == scope:
-                frontier.extend(self.flow.preds(node_id))
+                frontier.extend(self.preds.get(node_id, ()))
         return None
 
 
@@ -301,6 +303,14 @@ _DUNDER_OPS = {
     "pow": "pow", "mod": "remainder", "and": "and", "or": "or", "xor": "xor", "lshift": "lshift",
     "rshift": "rshift", "getitem": "getitem", "neg": "neg", "invert": "invert", "abs": "abs",
 }
+
+
+def _qualified(func, name: str) -> str:
+    """``torch.cat``, ``torch.Tensor.add``; aliases keep the name that was called (torch.mm, not torch.spmm)."""
+    full = resolve_name(func) or name
+    called = getattr(func, "__name__", name)
+    prefix, _, last = full.rpartition(".")
+    return full if last == called or not prefix else f"{prefix}.{called}"
 
 
 def _index_str(index) -> str:

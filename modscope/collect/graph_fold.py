@@ -11,11 +11,6 @@ from modscope.collect.dataflow import Flow, FlowNode
 from modscope.report.graph import NodeKind
 
 
-def owner(node: FlowNode) -> str:
-    """The module a node belongs to: the module itself, or the module whose forward ran the op."""
-    return node.scope
-
-
 def within(name: str, prefix: str) -> bool:
     """``layers.1.mlp`` is within ``layers.1``; ``layers.10`` is not; everything is within the root ""."""
     return not prefix or name == prefix or name.startswith(prefix + ".")
@@ -38,7 +33,7 @@ def prune_dead_ops(flow: Flow) -> None:
 
 def contract(flow: Flow, name: str, replacement: FlowNode) -> None:
     """Replace every node of module ``name``'s subtree by ``replacement`` (edges rerouted, internal dropped)."""
-    inside = {i for i, n in flow.nodes.items() if n.kind in (NodeKind.OP, NodeKind.MODULE) and within(owner(n), name)}
+    inside = {i for i, n in flow.nodes.items() if n.kind in (NodeKind.OP, NodeKind.MODULE) and within(n.scope, name)}
     if not inside:
         return
     first = next(i for i in flow.nodes if i in inside)
@@ -67,7 +62,7 @@ def collapse_run(flow: Flow, run: list[str]) -> bool:
     member: dict[str, int] = {}
     for node_id, node in flow.nodes.items():
         for k, name in enumerate(run):
-            if within(owner(node), name):
+            if within(node.scope, name):
                 member[node_id] = k
                 break
     if any(k not in member.values() for k in range(len(run))):

@@ -360,6 +360,7 @@ def test_error_inside_a_leaf_module_restores_everything():
     _assert_same(before, _state(model))
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
 def test_torchscript_dataflow_is_refused_with_a_reason():
     model = torch.jit.script(nn.Sequential(nn.Linear(2, 2)))
     assert [n.id for n in modscope.graph(model).nodes] == ["0"]

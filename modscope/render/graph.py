@@ -147,7 +147,7 @@ def _title(graph: ModelGraph) -> str:
 
 def _cluster_head(cluster: GraphCluster, pad: str, level: int) -> list[str]:
     name = escape(_short(cluster.label, cluster.parent))
-    counts = f"{human_count(cluster.params)}{' each' if cluster.repeat > 1 else ''}" if cluster.params else ""
+    counts = f"{human_count(cluster.params)} params{' each' if cluster.repeat > 1 else ''}" if cluster.params else ""
     info = "  ".join(x for x in (escape(cluster.type), counts) if x)
     if cluster.repeat > 1:
         head = f'<b>{name}</b>  <font color="{_REPEAT_COLOR}"><b>x {cluster.repeat}</b></font>  {info}'

@@ -91,6 +91,7 @@ EXAMPLES: tuple[Example, ...] = (
             notes=frozenset({"multi_output"})),
     Example("dict_output", "examples/multi_io.py:DictOutput", ("1,3,32,32",),
             notes=frozenset({"multi_output"})),
+    Example("tiny_gpt", "examples/transformer.py:TinyGPT", ("1,16:int64[0,1000)",)),
     Example("resnet18_finetune", "examples/resnet_finetune.py:resnet18_finetune", ("1,3,224,224",),
             notes=frozenset({"frozen", "needs_torchvision"})),
 )

@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "summary": "modscope.static",
     "audit": "modscope.static",
+    "graph": "modscope.graphs",
     "load_model": "modscope.load",
     "ModelInputs": "modscope.inputs",
     "preserved_state": "modscope.hooks",
@@ -29,6 +30,7 @@ _LAZY = {
     "CheckpointSummary": "modscope.report.checkpoint",
     "CompatReport": "modscope.report.checkpoint",
     "StateDictDiff": "modscope.report.diff",
+    "ModelGraph": "modscope.report.graph",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -35,3 +35,7 @@ class ForwardError(ModscopeError):
     def __init__(self, message: str, partial=None):
         super().__init__(message)
         self.partial = partial
+
+
+class RenderError(ModscopeError):
+    """A graph could not be drawn: Graphviz's ``dot`` is missing or failed."""

@@ -45,6 +45,7 @@ EXPECTED = {
     "image_with_metadata": (1, 10),
     "two_heads": [(1, 10), (1, 4)],
     "dict_output": {"logits": (1, 10), "embedding": (1, 32)},
+    "tiny_gpt": (1, 16, 1000),
     "resnet18_finetune": (1, 5),
 }
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from modscope.cli.app import app
 from modscope.cli import static_commands  # noqa: F401  (registers summary/tree/shared/audit)
 from modscope.cli import checkpoint_commands  # noqa: F401  (registers diff/check)
+from modscope.cli import graph_commands  # noqa: F401  (registers graph)
 
 
 def main() -> None:

@@ -1,0 +1,92 @@
+"""``modscope graph``: the architecture as a Graphviz picture (module hierarchy, or dataflow with inputs)."""
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from modscope.cli.app import app
+from modscope.cli.common import (
+    ArgOpt,
+    ArgsJsonOpt,
+    DebugOpt,
+    InputOpt,
+    InputsFnOpt,
+    JsonOpt,
+    KwargOpt,
+    Target,
+    TrustOpt,
+    emit,
+    load_target,
+    reporting_errors,
+)
+
+
+class Format(str, Enum):
+    svg = "svg"
+    png = "png"
+    pdf = "pdf"
+    dot = "dot"
+
+
+class Color(str, Enum):
+    none = "none"
+    params = "params"
+
+
+class Direction(str, Enum):
+    TB = "TB"
+    LR = "LR"
+
+
+@app.command()
+def graph(
+    target: Target,
+    arg: ArgOpt = None,
+    args_json: ArgsJsonOpt = None,
+    trust: TrustOpt = False,
+    input: InputOpt = None,
+    kwarg: KwargOpt = None,
+    inputs: InputsFnOpt = None,
+    output: Annotated[
+        Optional[Path],
+        typer.Option("--output", "-o", help="File to write (format from its suffix); default: DOT text on stdout."),
+    ] = None,
+    format: Annotated[
+        Optional[Format], typer.Option("--format", "-f", help="svg, png, pdf (need Graphviz's dot) or dot.")
+    ] = None,
+    depth: Annotated[
+        Optional[int], typer.Option("--depth", min=0, help="Draw modules below this depth as part of their ancestor.")
+    ] = None,
+    expand: Annotated[bool, typer.Option("--expand", help="Do not fold runs of identical blocks into one x N.")] = False,
+    color: Annotated[Color, typer.Option("--color", help="Fill modules by: none, params (log scale).")] = Color.none,
+    rankdir: Annotated[Direction, typer.Option("--rankdir", help="Layout direction: TB (top-down) or LR.")] = Direction.TB,
+    json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Module hierarchy as nested boxes; with --input, the dataflow of one forward pass (shapes on edges)."""
+    with reporting_errors(debug):
+        import modscope
+        from modscope.inputs import build_inputs
+        from modscope.render.graph import render_bytes, resolve_format
+
+        fmt = resolve_format(output, format.value if format else None)  # bad formats fail before loading
+        model = load_target(target, arg, args_json, trust)
+        model_inputs = build_inputs(input or (), kwarg or (), inputs)
+        result = modscope.graph(
+            model, model_inputs, depth=depth, collapse=not expand, color=color.value, rankdir=rankdir.value,
+            target=target,
+        )
+        if json:
+            emit(result, as_json=True)
+            return
+        data = result.source.encode() if fmt == "dot" else render_bytes(result.source, fmt)
+        if output is None:
+            sys.stdout.buffer.write(data)
+            sys.stdout.flush()
+        else:
+            output.write_bytes(data)
+            sys.stderr.write(f"wrote {output} ({fmt}, {len(result.nodes)} nodes, {len(result.edges)} edges)\n")

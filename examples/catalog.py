@@ -25,6 +25,7 @@ NOTE_TAGS = frozenset({
     "multi_input",          # forward takes more than one tensor
     "multi_output",         # forward returns a tuple or dict
     "needs_torchvision",    # building it imports torchvision
+    "tied",                 # one Parameter is registered under several names (weight tying)
 })
 
 
@@ -91,7 +92,8 @@ EXAMPLES: tuple[Example, ...] = (
             notes=frozenset({"multi_output"})),
     Example("dict_output", "examples/multi_io.py:DictOutput", ("1,3,32,32",),
             notes=frozenset({"multi_output"})),
-    Example("tiny_gpt", "examples/transformer.py:TinyGPT", ("1,16:int64[0,1000)",)),
+    Example("tiny_gpt", "examples/transformer.py:TinyGPT", ("1,16:int64[0,1000)",),
+            notes=frozenset({"tied"})),
     Example("resnet18_finetune", "examples/resnet_finetune.py:resnet18_finetune", ("1,3,224,224",),
             notes=frozenset({"frozen", "needs_torchvision"})),
 )

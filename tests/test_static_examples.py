@@ -41,7 +41,10 @@ def test_totals_match_pytorch(example):
 def test_totals_agree_with_torchinfo(example):
     model = example.build()
     report = modscope.summary(model)
-    assert not any(g.kind.value == "tied" for g in report.shared)
+    tied = any(g.kind.value == "tied" for g in report.shared)
+    assert tied == ("tied" in example.notes), "the catalogue's 'tied' note must match the model"
+    if tied:
+        pytest.skip("torchinfo counts a tied parameter once per name")
     stats = torchinfo.summary(model, verbose=0)
     assert report.totals.params == stats.total_params
     assert report.totals.trainable_params == stats.trainable_params

@@ -7,7 +7,8 @@
 2. ``modscope diff --keys-only`` on a sharded safetensors index of a 70B-class model (Llama-2-70B layout,
    header-only sparse shards: valid headers, holes for data) in under 1 s beyond the time of importing torch.
 
-Every measurement runs in its own subprocess; wall time and peak RSS come from ``os.wait4``.
+Every measurement runs in its own subprocess and reports its own peak RSS (``VmHWM`` of /proc/self/status:
+``ru_maxrss`` would also count the pages a forked child shares with its parent before exec).
 Environment: MODSCOPE_BENCH_GB (default 2.1) sets each checkpoint's size; MODSCOPE_BENCH_DIR the scratch
 folder (default: a new folder under /tmp, deleted afterwards).
 """
@@ -28,16 +29,26 @@ REPO = Path(__file__).resolve().parents[1]
 GB = float(os.environ.get("MODSCOPE_BENCH_GB", "2.1"))
 
 
+PEAK = """
+import atexit
+def _peak():
+    with open("/proc/self/status") as f:
+        print("VmHWM", next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")))
+atexit.register(_peak)
+"""
+
+
 def run(code: str, *args: str) -> tuple[float, float, str]:
     """(wall seconds, peak RSS MiB, stdout) of ``python -c code args`` in a fresh process."""
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", code, *args], cwd=REPO, stdout=subprocess.PIPE, text=True)
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.run([sys.executable, "-c", PEAK + code, *args], cwd=REPO, capture_output=True, text=True)
     wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) not in (0, 1):
-        raise RuntimeError(f"benchmark step failed: {code[:80]}...")
-    return wall, usage.ru_maxrss / 1024, out
+    if proc.returncode not in (0, 1):
+        raise RuntimeError(f"benchmark step failed: {proc.stderr[-500:]}")
+    lines = proc.stdout.strip().splitlines()
+    peak = next(int(line.split()[1]) for line in reversed(lines) if line.startswith("VmHWM"))
+    out = "\n".join(line for line in lines if not line.startswith("VmHWM"))
+    return wall, peak / 1024, out
 
 
 def evict(*paths: Path) -> None:
@@ -94,13 +105,27 @@ print(changed, time.perf_counter() - start)
 """
 
 
+MAKE_PAIR = """
+import sys
+from pathlib import Path
+from bench.checkpoint import write_pair
+write_pair(Path(sys.argv[1]), float(sys.argv[2]))
+"""
+
+
 def make_pair(folder: Path) -> dict[str, tuple[Path, Path]]:
-    """Two checkpoints of GB gigabytes each (B = A with half the tensors changed), in both formats."""
+    """Write the pair from a separate process, so this one stays small (its children are measured)."""
+    run(MAKE_PAIR, str(folder), str(GB))
+    return {"safetensors": (folder / "a.safetensors", folder / "b.safetensors"), "torch": (folder / "a.pt", folder / "b.pt")}
+
+
+def write_pair(folder: Path, gb: float) -> None:
+    """Two checkpoints of ``gb`` gigabytes each (B = A with half the tensors changed), in both formats."""
     import torch
     from safetensors.torch import save_file
 
     torch.manual_seed(0)
-    total = int(GB * 1e9 / 4)
+    total = int(gb * 1e9 / 4)
     embed = total // 4  # one tensor of a quarter of the file: memory must not follow tensor size
     layers = 48
     per_layer = (total - embed) // layers
@@ -116,7 +141,6 @@ def make_pair(folder: Path) -> dict[str, tuple[Path, Path]]:
             tensor[:: 1 + i] += 0.001  # a fine-tune touching half the tensors
     save_file(state, str(paths["safetensors"][1]))
     torch.save(state, paths["torch"][1])
-    return paths
 
 
 def bench_diff(folder: Path) -> None:
@@ -212,22 +236,40 @@ def bench_keys_only(folder: Path) -> None:
     index_a, total = write_header_only_index(folder / "a", shapes_a)
     index_b, _ = write_header_only_index(folder / "b", shapes_b)
     cli = "import sys; from modscope.cli import main; sys.argv = ['modscope', *sys.argv[1:]]; main()"
-    import_times, cli_times, summary_times = [], [], []
-    for _ in range(3):
-        import_times.append(run("import torch")[0])
-        cli_times.append(run(cli, "diff", str(index_a), str(index_b), "--keys-only", "--json")[0])
-        summary_times.append(run(cli, "summary", str(index_a), "--json")[0])
-    best_import, best_cli, best_summary = min(import_times), min(cli_times), min(summary_times)
+    timed = (
+        "import sys, time, torch, modscope.compare, modscope.cli.checkpoint_commands\n"
+        "start = time.perf_counter()\n"
+        "from modscope.cli import main\n"
+        "sys.argv = ['modscope', *sys.argv[1:]]\n"
+        "try:\n    main()\n"
+        "except SystemExit:\n    pass\n"
+        "print('seconds', time.perf_counter() - start)\n"
+    )
+    rows = {"import": [], "diff": [], "summary": [], "diff-in": [], "summary-in": []}
+    for _ in range(5):
+        rows["import"].append(run("import torch")[0])
+        rows["diff"].append(run(cli, "diff", str(index_a), str(index_b), "--keys-only", "--json")[0])
+        rows["summary"].append(run(cli, "summary", str(index_a), "--json")[0])
+        rows["diff-in"].append(_seconds(run(timed, "diff", str(index_a), str(index_b), "--keys-only", "--json")[2]))
+        rows["summary-in"].append(_seconds(run(timed, "summary", str(index_a), "--json")[2]))
+    best = {k: min(v) for k, v in rows.items()}
     print_table(
         f"--keys-only on a sharded safetensors index of a 70B-class model ({len(shapes_a)} tensors, "
-        f"{LLAMA_70B['shards']} header-only shards, {total / 1e9:.0f} GB described); best of 3, whole CLI process",
-        ["command", "seconds", "beyond import torch"],
+        f"{LLAMA_70B['shards']} header-only shards, {total / 1e9:.0f} GB described); best of 5. "
+        "'after import' is timed inside the process, from after `import torch` to the end of the command",
+        ["command", "whole process s", "whole - import torch s", "after import s"],
         [
-            ["python -c 'import torch'", f"{best_import:.2f}", "-"],
-            ["modscope diff A B --keys-only --json", f"{best_cli:.2f}", f"{best_cli - best_import:.2f}"],
-            ["modscope summary A --json", f"{best_summary:.2f}", f"{best_summary - best_import:.2f}"],
+            ["python -c 'import torch'", f"{best['import']:.2f}", "-", "-"],
+            ["modscope diff A B --keys-only --json", f"{best['diff']:.2f}", f"{best['diff'] - best['import']:.2f}",
+             f"{best['diff-in']:.3f}"],
+            ["modscope summary A --json", f"{best['summary']:.2f}", f"{best['summary'] - best['import']:.2f}",
+             f"{best['summary-in']:.3f}"],
         ],
-    )
+    )  # fmt: skip
+
+
+def _seconds(out: str) -> float:
+    return float(next(line.split()[1] for line in out.splitlines() if line.startswith("seconds")))
 
 
 def main() -> None:

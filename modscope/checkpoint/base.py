@@ -83,13 +83,22 @@ class CheckpointReader(ABC):
 # --- plain file reads ------------------------------------------------------------------------------------
 
 
+#: how far past a read the kernel is asked to start reading the same file (sequential scans: diff, hashing)
+READ_AHEAD = 64 << 20
+
+
 class FileSpans:
     """Reads byte ranges of files with ``pread`` (no mmap, so nothing stays resident) and maps whole files
-    privately for zero-copy ``tensor`` views. Holds one descriptor per file until ``close``."""
+    privately for zero-copy ``tensor`` views. Holds one descriptor per file until ``close``.
+
+    After each read the kernel is told the next ``READ_AHEAD`` bytes will be wanted (``POSIX_FADV_WILLNEED``),
+    so a scan of two files on disk keeps both streaming while the caller computes.
+    """
 
     def __init__(self):
         self._fds: dict[str, int] = {}
         self._maps: dict[str, torch.UntypedStorage] = {}
+        self._advised: dict[str, int] = {}  # per file: the end of the range already announced
 
     def read_into(self, path: str, offset: int, out: torch.Tensor) -> None:
         """Fill contiguous ``out`` with the bytes of ``path`` starting at ``offset``."""
@@ -101,6 +110,15 @@ class FileSpans:
             if got <= 0:
                 raise CheckpointError(f"{path} ends early: expected {len(view)} bytes at offset {offset} (truncated?)")
             done += got
+        self._read_ahead(path, fd, offset + done)
+
+    def _read_ahead(self, path: str, fd: int, end: int) -> None:
+        advised = self._advised.get(path, 0)
+        if not hasattr(os, "posix_fadvise") or end + READ_AHEAD // 2 <= advised <= end + READ_AHEAD:
+            return  # well inside the window already announced
+        start = advised if end < advised < end + READ_AHEAD else end
+        os.posix_fadvise(fd, start, end + READ_AHEAD - start, os.POSIX_FADV_WILLNEED)
+        self._advised[path] = end + READ_AHEAD
 
     def tensor(self, path: str, offset: int, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
         """A tensor over the file's bytes (copy-on-write private map: the file itself never changes)."""

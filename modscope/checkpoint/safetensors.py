@@ -75,7 +75,7 @@ def _parse(path: str):
     entries: dict[str, TensorMeta] = {}
     offsets: dict[str, int] = {}
     metadata = header.pop("__metadata__", None)
-    for name, info in header.items():
+    for name, info in sorted(header.items(), key=_data_start):  # file order: reads then go forward
         try:
             dtype = getattr(torch, _DTYPES[info["dtype"]])
             shape = tuple(int(d) for d in info["shape"])
@@ -91,3 +91,10 @@ def _parse(path: str):
         entries[name] = TensorMeta(shape, dtype, storage=(path, begin), offset=0)
         offsets[name] = data_start + begin
     return entries, offsets, metadata if isinstance(metadata, dict) else None
+
+
+def _data_start(item) -> int:
+    try:
+        return int(item[1]["data_offsets"][0])
+    except (KeyError, TypeError, ValueError, IndexError):
+        return -1  # reported as a bad entry below

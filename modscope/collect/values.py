@@ -6,8 +6,9 @@ pair is compared. Small tensors are packed together into one read; big ones are 
 Memory stays at a few buffers whatever the tensor and file sizes.
 
 The comparison walks each buffer in ``COMPUTE_BYTES`` windows, small enough to stay in the CPU cache
-across the handful of passes each gets, on one intra-op thread: for cache-sized, memory-bound work,
-waking torch's thread pool per operation costs more than it saves (much more on a busy machine).
+across the handful of passes each gets. Windows are shared among a few threads of our own (as many as
+torch would use), each running torch with one intra-op thread: for cache-sized, memory-bound work, waking
+torch's thread pool for every operation costs more than it saves (much more on a busy machine).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import torch
 
 IO_BYTES = 8 << 20  # per side and per read
 COMPUTE_BYTES = 1 << 20  # per side and per comparison step
+MAX_WORKERS = 8  # comparison threads (at most torch's intra-op thread count)
 _ALIGN = 64
 
 Progress = Callable[[int], None]  # called with the number of bytes just read
@@ -48,6 +50,14 @@ class ValueStats:
         if self.sq_ref == 0:
             return 0.0 if self.sq_diff == 0 else math.inf
         return math.sqrt(self.sq_diff) / math.sqrt(self.sq_ref)
+
+    def merge(self, other: "ValueStats") -> None:
+        """Add the statistics of other elements of the same tensor."""
+        self.different += other.different
+        self.sum_abs += other.sum_abs
+        self.max_abs = _nanmax(self.max_abs, other.max_abs)
+        self.sq_diff += other.sq_diff
+        self.sq_ref += other.sq_ref
 
 
 @dataclass(frozen=True)
@@ -90,7 +100,6 @@ class ValueComparer:
         self.a, self.b = a, b
         self.rtol, self.atol = rtol, atol
         self.progress = progress
-        self._scratch: dict[tuple, torch.Tensor] = {}
 
     def compare(self, pairs: list[tuple[str, str]]) -> list[ValueStats]:
         """Statistics of A[name_a] - B[name_b] for each pair (same shapes; dtypes may differ)."""
@@ -99,13 +108,22 @@ class ValueComparer:
         metas = [(ea[x], eb[y]) for x, y in pairs]
         stats = [ValueStats(numel=ma.numel) for ma, _ in metas]
         reads = plan([(ma.numel, (ma.dtype.itemsize, mb.dtype.itemsize)) for ma, mb in metas])
-        with _one_intra_op_thread():
-            for piece, (ca, cb) in _streamed(reads, names, [(ma.dtype, mb.dtype) for ma, mb in metas]):
-                window = max(1, COMPUTE_BYTES // max(ca.element_size(), cb.element_size()))
-                for w in range(0, piece.count, window):
-                    self._update(stats[piece.item], ca[w : w + window], cb[w : w + window])
+        workers = [_Folder(self.rtol, self.atol) for _ in range(max(1, min(MAX_WORKERS, torch.get_num_threads())))]
+        with _one_intra_op_thread(), ThreadPoolExecutor(len(workers), thread_name_prefix="modscope-diff") as pool:
+            for group in _streamed(reads, names, [(ma.dtype, mb.dtype) for ma, mb in metas]):
+                windows = [
+                    (piece.item, ca[w : w + step], cb[w : w + step])
+                    for piece, (ca, cb) in group
+                    for step in [max(1, COMPUTE_BYTES // max(ca.element_size(), cb.element_size()))]
+                    for w in range(0, piece.count, step)
+                ]
+                share = -(-len(windows) // len(workers))
+                tasks = [pool.submit(f.fold, windows[k * share : (k + 1) * share]) for k, f in enumerate(workers)]
+                for task in tasks:
+                    for item, partial in task.result().items():
+                        stats[item].merge(partial)
                 if self.progress is not None:
-                    self.progress(piece.count * (ca.element_size() + cb.element_size()))
+                    self.progress(sum(p.count * (ca.element_size() + cb.element_size()) for p, (ca, cb) in group))
         return stats
 
     def digests(self, source, names: list[str]) -> dict[str, bytes]:
@@ -114,16 +132,29 @@ class ValueComparer:
         metas = [entries[n] for n in names]
         hashes = [hashlib.blake2b(digest_size=16) for _ in names]
         reads = plan([(m.numel, (m.dtype.itemsize,)) for m in metas])
-        for piece, (chunk,) in _streamed(reads, [((source, n),) for n in names], [(m.dtype,) for m in metas]):
-            hashes[piece.item].update(memoryview(chunk.view(torch.uint8).numpy()))
-            if self.progress is not None:
-                self.progress(piece.count * chunk.element_size())
+        for group in _streamed(reads, [((source, n),) for n in names], [(m.dtype,) for m in metas]):
+            for piece, (chunk,) in group:
+                hashes[piece.item].update(memoryview(chunk.view(torch.uint8).numpy()))
+                if self.progress is not None:
+                    self.progress(piece.count * chunk.element_size())
         return {name: h.digest() for name, h in zip(names, hashes)}
 
-    # --- one chunk ---------------------------------------------------------------------------------------
+
+class _Folder:
+    """One comparison thread's state: scratch buffers for dtype conversions, reused across windows."""
+
+    def __init__(self, rtol: float, atol: float):
+        self.rtol, self.atol = rtol, atol
+        self._scratch: dict[tuple, torch.Tensor] = {}
+
+    def fold(self, windows: list[tuple[int, torch.Tensor, torch.Tensor]]) -> dict[int, ValueStats]:
+        out: dict[int, ValueStats] = {}
+        for item, ca, cb in windows:
+            self._update(out.setdefault(item, ValueStats()), ca, cb)
+        return out
 
     def _update(self, stats: ValueStats, ca: torch.Tensor, cb: torch.Tensor) -> None:
-        """Fold one chunk pair into ``stats``. ``cb`` is ours to overwrite: the difference is formed in place."""
+        """Fold one window pair into ``stats``. ``cb`` is ours to overwrite: the difference is formed in place."""
         wide = _wide(ca.dtype, cb.dtype)
         fa = ca if ca.dtype == wide else self._scratch_for(wide, 0, ca.numel()).copy_(ca)
         sq_a = _sq(fa)
@@ -131,8 +162,7 @@ class ValueComparer:
         if ca.dtype == cb.dtype and _bitwise_equal(ca, cb):
             return
         fb = cb if cb.dtype == wide else self._scratch_for(wide, 1, cb.numel()).copy_(cb)
-        exact = not (self.rtol or self.atol)
-        if exact and math.isfinite(sq_a) and math.isfinite(_sq(fb)):
+        if not (self.rtol or self.atol) and math.isfinite(sq_a) and math.isfinite(_sq(fb)):
             d = fb.sub_(fa)  # no NaN/inf anywhere: every nonzero element of B - A is a difference
             d = d.abs_() if not d.is_complex() else d.abs()
             different = int(torch.count_nonzero(d.view(_SAME_SIZE_INT.get(d.dtype, d.dtype))))
@@ -154,7 +184,6 @@ class ValueComparer:
             buf = self._scratch[key] = torch.empty(n, dtype=dtype)
         return buf[:n]
 
-
 @contextlib.contextmanager
 def _one_intra_op_thread():
     """torch's intra-op thread count is process-wide: set it to 1 for the comparison, restore it after."""
@@ -166,11 +195,11 @@ def _one_intra_op_thread():
         torch.set_num_threads(before)
 
 
-def _streamed(reads: list[list[_Piece]], names, dtypes) -> Iterator[tuple[_Piece, tuple[torch.Tensor, ...]]]:
-    """Yield (piece, one tensor per side) while a worker thread reads the next group into the other buffers.
+def _streamed(reads: list[list[_Piece]], names, dtypes) -> Iterator[list[tuple[_Piece, tuple[torch.Tensor, ...]]]]:
+    """Yield each read as [(piece, one tensor per side)] while a worker thread fills the other buffers.
 
-    ``names[item]`` gives (source, name) per side; ``dtypes[item]`` the dtype per side. A yielded tensor is
-    valid until the next group is requested, and the caller may overwrite it.
+    ``names[item]`` gives (source, name) per side; ``dtypes[item]`` the dtype per side. The tensors are
+    valid until the next read is requested, and the caller may overwrite them.
     """
     if not reads:
         return
@@ -195,7 +224,7 @@ def _streamed(reads: list[list[_Piece]], names, dtypes) -> Iterator[tuple[_Piece
             ready = pending.result()
             if i + 1 < len(reads):
                 pending = pool.submit(fetch, reads[i + 1], buffers[(i + 1) % 2])
-            yield from ready
+            yield ready
 
 
 _SAME_SIZE_INT = {torch.float32: torch.int32, torch.float64: torch.int64, torch.float16: torch.int16}

@@ -44,6 +44,17 @@ InputsFnOpt = Annotated[
     Optional[str],
     typer.Option("--inputs", help="file.py:make_inputs returning a tensor, tuple or dict.", show_default=False),
 ]
+DeviceOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--device",
+        help="Run the forward pass on cpu, cuda[:N] or meta (meta: no weights are allocated; shapes and FLOPs only).",
+        show_default=False,
+    ),
+]
+TrainModeOpt = Annotated[
+    bool, typer.Option("--train-mode", help="Run the pass in training mode with autograd on (default: eval, no_grad).")
+]
 TrustOpt = Annotated[
     bool, typer.Option("--trust", help="Allow unpickling whole-model files (this runs code from the file).")
 ]

@@ -62,3 +62,9 @@ def structure_str(value, limit: int | None = None) -> str:
     if limit is not None and len(text) > limit:
         text = text[: limit - 1] + "…"
     return text
+
+
+def call_str(args, kwargs) -> str:
+    """Positional and keyword Structures of one call: '2x20, mask=2x16 bool'."""
+    parts = [structure_str(a) for a in args] + [f"{k}={structure_str(v)}" for k, v in kwargs.items()]
+    return ", ".join(parts)

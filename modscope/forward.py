@@ -15,7 +15,8 @@ import torch
 import torch.nn as nn
 from torch.nn.parameter import is_lazy
 
-from modscope._format import human_bytes, structure_str
+from modscope._format import call_str, human_bytes
+from modscope.collect.audit import device_matches
 from modscope.collect.forward import PassResult, run_pass
 from modscope.collect.hazards import _plain_tensors
 from modscope.collect.memory import OPTIMIZERS, SavedTensors, estimate_memory, reached_parameters, unused_parameters
@@ -206,8 +207,10 @@ def _placed(model: nn.Module, device: str | None, stack: contextlib.ExitStack, n
         notes.append("the model has lazy modules, which the first forward initializes: it ran on a copy")
         model = copy.deepcopy(model)
     current = _model_device(model)
-    if device is None or device == current:
+    if device is None or device_matches(current, device):
         return model, current
+    if current == "meta":
+        raise UsageError(f"the model is on the meta device (it has no data) and cannot run on {device}: use --device meta")
     stack.enter_context(preserved_state(model))
     for p in model.parameters():
         p.grad = None  # preserved_state puts the original .grad objects back, untouched by the move
@@ -277,9 +280,7 @@ def _report(result: PassResult, *, memory=None, unused=None, notes=(), **fields)
 def _failure_message(result: PassResult) -> str:
     f = result.failure
     where = f"module {f.module!r} ({f.type})" if f.module else f"the root module ({f.type})"
-    args = ", ".join(structure_str(a) for a in f.call.args)
-    kwargs = ", ".join(f"{k}={structure_str(v)}" for k, v in f.call.kwargs.items())
-    called = ", ".join(x for x in (args, kwargs) if x) or "no tensors"
+    called = call_str(f.call.args, f.call.kwargs) or "no arguments"
     return f"the forward pass failed in {where}, called with ({called}): {f.error}: {_first_line(f.message)}"
 
 
@@ -288,29 +289,26 @@ def _first_line(text: str) -> str:
     return line if len(line) <= 300 else line[:299] + "…"
 
 
-def _all_meta(model: nn.Module) -> bool:
-    """Every parameter, buffer and plain tensor attribute is on meta (e.g. built under torch.device("meta"))."""
+def _tensors(model: nn.Module, *, plain: bool = False):
+    """Every parameter and buffer (and with ``plain``, plain tensor attributes) of every module, in pre-order."""
     for v in visits(model):
-        if not v.first:
-            continue
-        m = v.module
-        tensors = [t for t in (*m._parameters.values(), *m._buffers.values()) if t is not None]
-        tensors += [t for attr, value in vars(m).items() for _, t in _plain_tensors(attr, value)]
-        if any(not t.is_meta for t in tensors):
-            return False
-    return True
+        if v.first:
+            yield from (t for t in (*v.module._parameters.values(), *v.module._buffers.values()) if t is not None)
+            if plain:
+                yield from (t for attr, value in vars(v.module).items() for _, t in _plain_tensors(attr, value))
+
+
+def _all_meta(model: nn.Module) -> bool:
+    """Every tensor the model holds is on meta (e.g. it was built under torch.device("meta"))."""
+    return all(t.is_meta for t in _tensors(model, plain=True))
 
 
 def _has_lazy(model: nn.Module) -> bool:
-    return any(is_lazy(t) for v in visits(model) if v.first for t in (*v.module._parameters.values(), *v.module._buffers.values()) if t is not None)
+    return any(is_lazy(t) for t in _tensors(model))
 
 
 def _model_device(model: nn.Module) -> str:
-    for v in visits(model):
-        for t in (*v.module._parameters.values(), *v.module._buffers.values()):
-            if t is not None and not is_lazy(t):
-                return str(t.device)
-    return "cpu"
+    return next((str(t.device) for t in _tensors(model) if not is_lazy(t)), "cpu")
 
 
-__all__ = ["analyse_forward", "check_device", "ModelInputs"]
+__all__ = ["analyse_forward", "check_device"]

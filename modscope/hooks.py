@@ -103,13 +103,15 @@ def module_hooks(
     pre: PreHook | None = None,
     post: PostHook | None = None,
     modules: list[tuple[str, nn.Module]] | None = None,
+    replaces: bool = False,
 ) -> Iterator[None]:
     """Call ``pre(name, module, args, kwargs)`` and ``post(name, module, args, kwargs, output, error)`` around
     every module's forward, and remove both on exit.
 
     ``post`` runs even when the module's forward raises: ``output`` is then None and ``error`` the exception
-    being propagated (torch calls ``always_call`` hooks from inside its ``except`` block). As with torch's own
-    hooks, a non-None return value replaces the inputs (``pre``: an ``(args, kwargs)`` pair) or the output.
+    being propagated (torch calls ``always_call`` hooks from inside its ``except`` block). Return values are
+    ignored unless ``replaces=True``: then, as with torch's own hooks, a non-None value replaces the inputs
+    (``pre``: an ``(args, kwargs)`` pair) or the output.
     """
     if modules is None:
         modules = [(v.name, v.module) for v in visits(model) if v.first]
@@ -117,25 +119,27 @@ def module_hooks(
         for name, module in modules:
             if pre is not None:
                 stack.enter_context(
-                    module.register_forward_pre_hook(_bind_pre(pre, name), with_kwargs=True)
+                    module.register_forward_pre_hook(_bind_pre(pre, name, replaces), with_kwargs=True)
                 )
             if post is not None:
                 stack.enter_context(
-                    module.register_forward_hook(_bind_post(post, name), with_kwargs=True, always_call=True)
+                    module.register_forward_hook(_bind_post(post, name, replaces), with_kwargs=True, always_call=True)
                 )
         yield
 
 
-def _bind_pre(fn: PreHook, name: str):
+def _bind_pre(fn: PreHook, name: str, replaces: bool):
     def hook(module, args, kwargs):
-        return fn(name, module, args, kwargs)
+        result = fn(name, module, args, kwargs)
+        return result if replaces else None
 
     return hook
 
 
-def _bind_post(fn: PostHook, name: str):
+def _bind_post(fn: PostHook, name: str, replaces: bool):
     def hook(module, args, kwargs, output):
         error = sys.exc_info()[1] if output is None else None
-        return fn(name, module, args, kwargs, output, error)
+        result = fn(name, module, args, kwargs, output, error)
+        return result if replaces else None
 
     return hook

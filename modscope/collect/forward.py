@@ -48,6 +48,7 @@ class _Stats:
     self_flops: int = 0
     output_bytes: int = 0
     first: CallShapes | None = None
+    first_count: int = 0
     variants: list = field(default_factory=list)  # [args, kwargs, output, count] lists
 
 
@@ -108,9 +109,9 @@ class _Recorder:
     def _remember_shapes(stats: _Stats, args, kwargs, output) -> None:
         if stats.first is None:
             stats.first = CallShapes(args, kwargs, output)
-            return
         first = stats.first
         if first.args == args and first.kwargs == kwargs and first.output == output:
+            stats.first_count += 1
             return
         for variant in stats.variants:
             if variant[0] == args and variant[1] == kwargs and variant[2] == output:
@@ -124,8 +125,7 @@ class _Recorder:
         for name, s in self.stats.items():
             first = s.first
             if first is not None:
-                same = s.calls - 1 - sum(v[3] for v in s.variants)
-                first = CallShapes(first.args, first.kwargs, first.output, max(same + 1, 1))
+                first = CallShapes(first.args, first.kwargs, first.output, s.first_count)
             out.append(
                 ModuleForward(
                     name=name,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import re
 from typing import Iterator
 
 import torch
@@ -51,10 +52,12 @@ def _to_meta(t: torch.Tensor) -> torch.Tensor:
     return meta
 
 
+_META_ERROR = re.compile(r"\bmeta\b|data[- ]dependent", re.IGNORECASE)
+
+
 def is_meta_error(error: BaseException) -> bool:
     """Did this fail because the tensors were meta (no data, no kernel), rather than because of a bug?"""
-    text = f"{type(error).__name__}: {error}".lower()
-    return "meta" in text or "data-dependent" in text or "data dependent" in text
+    return bool(_META_ERROR.search(str(error)))
 
 
 def module_bytes(module: nn.Module) -> int:
@@ -158,5 +161,5 @@ def real_tensor_islands(model: nn.Module, modules: list[tuple[str, nn.Module]], 
         with quiet():
             return meta_outputs(output)
 
-    with module_hooks(model, pre=pre, post=post, modules=modules):
+    with module_hooks(model, pre=pre, post=post, modules=modules, replaces=True):
         yield

@@ -6,7 +6,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from modscope._format import human_bytes, human_count, human_flops, structure_str
+from modscope._format import call_str, human_bytes, human_count, human_flops, structure_str
 from modscope.render.collapse import Row, group_children
 from modscope.render.console import _module_table, _title, _totals_table, findings_view, shared_view
 from modscope.report import SummaryReport
@@ -20,8 +20,7 @@ def forward_summary_view(report: SummaryReport, *, depth: int, collapse: bool = 
     """The summary of a model that was run: module table, totals, FLOPs, memory, notes, warnings."""
     forward = report.forward
     table = forward_table(report, depth=depth, collapse=collapse) if forward.modules else _module_table(report, depth, collapse)
-    parts = [table, _totals_table(report)]
-    parts.append(flops_view(forward))
+    parts = [table, _totals_table(report), flops_view(forward)]
     if forward.memory is not None:
         parts.append(memory_view(forward.memory))
     notes = _notes(forward)
@@ -55,12 +54,10 @@ def forward_table(report: SummaryReport, *, depth: int, collapse: bool = True) -
         _add_row(table, row, level, [forward.module(n) for n in members], failed)
         if row.module.depth < depth:
             kids = [by_name[c] for c in row.module.children]
-            grouped = group_children(kids, collapse)
-            names = [k.name for k in kids]
-            nested = []
-            for r in grouped:
-                start = names.index(r.module.name)
-                nested.append((r, level + 1, names[start : start + r.count]))
+            nested, start = [], 0
+            for r in group_children(kids, collapse):  # runs are consecutive siblings
+                nested.append((r, level + 1, list(row.module.children[start : start + r.count])))
+                start += r.count
             rows[0:0] = nested
     return table
 
@@ -84,9 +81,7 @@ def _add_row(table: Table, row: Row, level: int, members: list[ModuleForward], f
 def _call_inputs(entry: ModuleForward) -> str:
     if entry.first is None:
         return ""
-    parts = [structure_str(a) for a in entry.first.args]
-    parts += [f"{k}={structure_str(v)}" for k, v in entry.first.kwargs.items()]
-    text = ", ".join(parts)
+    text = call_str(entry.first.args, entry.first.kwargs)
     if entry.variants:
         text += f" (+{len(entry.variants)} other)"
     return text if len(text) <= _SHAPE_WIDTH else text[: _SHAPE_WIDTH - 1] + "…"
@@ -179,11 +174,10 @@ def _notes(forward: ForwardReport) -> Text | None:
 
 def failure_view(forward: ForwardReport) -> Text:
     f = forward.failure
-    where = f.module or "(root)"
-    args = ", ".join([structure_str(a) for a in f.call.args] + [f"{k}={structure_str(v)}" for k, v in f.call.kwargs.items()])
+    message = f.message.strip().splitlines()[0] if f.message.strip() else ""
     return Text(
-        f"FAILED in {where} ({f.type}) called with ({args}): {f.error}: {f.message.strip().splitlines()[0] if f.message.strip() else ''}\n"
-        "Rows above show what was recorded before the failure.",
+        f"FAILED in {f.module or '(root)'} ({f.type}) called with ({call_str(f.call.args, f.call.kwargs)}): "
+        f"{f.error}: {message}\nRows above show what was recorded before the failure.",
         style="red",
     )
 

@@ -3,6 +3,8 @@
 >>> import modscope
 >>> report = modscope.summary(model)        # parameters vs buffers, tree, sharing, hazards
 >>> report.totals.params, report.to_dict()
+>>> report = modscope.summary(model, inputs=torch.randn(1, 3, 224, 224))   # plus one forward pass
+>>> report.forward.flops_total, report.forward.memory.training_total
 
 Public names are imported lazily, so ``import modscope`` does not import torch.
 """
@@ -20,6 +22,7 @@ _LAZY = {
     "ModelInputs": "modscope.inputs",
     "preserved_state": "modscope.hooks",
     "ModscopeError": "modscope.errors",
+    "ForwardError": "modscope.errors",
     "SummaryReport": "modscope.report",
     "AuditReport": "modscope.report",
     "open_checkpoint": "modscope.checkpoint",
@@ -31,6 +34,7 @@ _LAZY = {
     "CompatReport": "modscope.report.checkpoint",
     "StateDictDiff": "modscope.report.diff",
     "ModelGraph": "modscope.report.graph",
+    "ForwardReport": "modscope.report",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -13,6 +13,7 @@ from typing import Callable, Iterator
 
 import torch
 import torch.nn as nn
+from torch.nn.parameter import is_lazy
 
 from modscope.collect.walk import visits
 
@@ -36,8 +37,12 @@ class _TensorState:
 
 
 @contextlib.contextmanager
-def preserved_state(model: nn.Module) -> Iterator[nn.Module]:
-    """Restore modes, requires_grad, .grad, devices/dtypes and hook tables of ``model`` on exit."""
+def preserved_state(model: nn.Module, *, buffer_values: bool = False) -> Iterator[nn.Module]:
+    """Restore modes, requires_grad, .grad, devices/dtypes and hook tables of ``model`` on exit.
+
+    ``buffer_values=True`` also puts back the values of buffers (a training-mode forward updates BatchNorm's
+    running statistics in place); it keeps one copy of every buffer that holds data.
+    """
     modules = [v.module for v in visits(model) if v.first]
     modes = [(m, m.training) for m in modules]
     hook_keys = [(m, name, set(getattr(m, name, {}).keys())) for m in modules for name in _HOOK_TABLES]
@@ -46,6 +51,7 @@ def preserved_state(model: nn.Module) -> Iterator[nn.Module]:
         for t in (*m._parameters.values(), *m._buffers.values()):
             if t is not None and id(t) not in tensors:
                 tensors[id(t)] = _TensorState(t, t.requires_grad, t.grad, t.device, t.dtype)
+    saved_buffers = _copy_buffers(modules) if buffer_values else []
     try:
         yield model
     finally:
@@ -58,6 +64,21 @@ def preserved_state(model: nn.Module) -> Iterator[nn.Module]:
                     del table[key]
         for state in tensors.values():
             _restore_tensor(state)
+        with torch.no_grad():
+            for buffer, value in saved_buffers:
+                if buffer.shape == value.shape and buffer.device == value.device:
+                    buffer.copy_(value)
+
+
+def _copy_buffers(modules: list[nn.Module]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    seen: set[int] = set()
+    out = []
+    for m in modules:
+        for b in m._buffers.values():
+            if b is not None and id(b) not in seen and not b.is_meta and not is_lazy(b):
+                seen.add(id(b))
+                out.append((b, b.detach().clone()))
+    return out
 
 
 def _restore_tensor(state: _TensorState) -> None:
@@ -71,8 +92,8 @@ def _restore_tensor(state: _TensorState) -> None:
             t.data = t.data.to(device=state.device, dtype=state.dtype)
 
 
-PreHook = Callable[[str, nn.Module, tuple, dict], None]
-PostHook = Callable[[str, nn.Module, tuple, dict, object, "BaseException | None"], None]
+PreHook = Callable[[str, nn.Module, tuple, dict], "tuple[tuple, dict] | None"]
+PostHook = Callable[[str, nn.Module, tuple, dict, object, "BaseException | None"], object]
 
 
 @contextlib.contextmanager
@@ -82,12 +103,15 @@ def module_hooks(
     pre: PreHook | None = None,
     post: PostHook | None = None,
     modules: list[tuple[str, nn.Module]] | None = None,
+    replaces: bool = False,
 ) -> Iterator[None]:
     """Call ``pre(name, module, args, kwargs)`` and ``post(name, module, args, kwargs, output, error)`` around
     every module's forward, and remove both on exit.
 
     ``post`` runs even when the module's forward raises: ``output`` is then None and ``error`` the exception
-    being propagated (torch calls ``always_call`` hooks from inside its ``except`` block).
+    being propagated (torch calls ``always_call`` hooks from inside its ``except`` block). Return values are
+    ignored unless ``replaces=True``: then, as with torch's own hooks, a non-None value replaces the inputs
+    (``pre``: an ``(args, kwargs)`` pair) or the output.
     """
     if modules is None:
         modules = [(v.name, v.module) for v in visits(model) if v.first]
@@ -95,25 +119,27 @@ def module_hooks(
         for name, module in modules:
             if pre is not None:
                 stack.enter_context(
-                    module.register_forward_pre_hook(_bind_pre(pre, name), with_kwargs=True)
+                    module.register_forward_pre_hook(_bind_pre(pre, name, replaces), with_kwargs=True)
                 )
             if post is not None:
                 stack.enter_context(
-                    module.register_forward_hook(_bind_post(post, name), with_kwargs=True, always_call=True)
+                    module.register_forward_hook(_bind_post(post, name, replaces), with_kwargs=True, always_call=True)
                 )
         yield
 
 
-def _bind_pre(fn: PreHook, name: str):
+def _bind_pre(fn: PreHook, name: str, replaces: bool):
     def hook(module, args, kwargs):
-        fn(name, module, args, kwargs)
+        result = fn(name, module, args, kwargs)
+        return result if replaces else None
 
     return hook
 
 
-def _bind_post(fn: PostHook, name: str):
+def _bind_post(fn: PostHook, name: str, replaces: bool):
     def hook(module, args, kwargs, output):
         error = sys.exc_info()[1] if output is None else None
-        fn(name, module, args, kwargs, output, error)
+        result = fn(name, module, args, kwargs, output, error)
+        return result if replaces else None
 
     return hook

@@ -1,7 +1,9 @@
-"""Static inspection (no forward pass): compose the collectors into SummaryReport and AuditReport."""
+"""Static inspection: compose the collectors into SummaryReport and AuditReport (the forward pass, when
+inputs are given, is composed in modscope.forward)."""
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from typing import Iterable
 
 import torch
@@ -12,19 +14,52 @@ from modscope.collect.hazards import find_hazards
 from modscope.collect.tensors import collect_tensors
 from modscope.collect.tree import collect_modules
 from modscope.collect.walk import visits
-from modscope.errors import UsageError
+from modscope.errors import ForwardError, UsageError
 from modscope.report import AuditReport, ModelRef, SummaryReport, Totals
 
 
-def summary(model: nn.Module, *, target: str | None = None, check_values: bool = True) -> SummaryReport:
-    """Parameters vs buffers, module tree, sharing and hazards of ``model``, without running it.
+def summary(
+    model: nn.Module,
+    *,
+    inputs=None,
+    device: str | None = None,
+    train_mode: bool = False,
+    flops: bool = True,
+    memory: bool = True,
+    optimizer: str = "adam",
+    target: str | None = None,
+    check_values: bool = True,
+) -> SummaryReport:
+    """Parameters vs buffers, module tree, sharing and hazards of ``model``; with ``inputs`` (a tensor, tuple,
+    dict or ModelInputs) also one forward pass: shapes, calls, FLOPs and a memory estimate (``report.forward``).
+
+    ``device``: run the pass on cpu/cuda (moved back after) or on a data-free "meta" copy. A failing forward
+    raises ForwardError whose ``partial`` is this report with what was recorded before the failure.
 
     ``check_values=False`` skips the NaN/Inf scan of the weights (the only step that reads tensor data).
 
     >>> report = modscope.summary(torchvision.models.resnet18())
     >>> report.totals.params
     11689512
+    >>> modscope.summary(model, inputs=torch.randn(1, 3, 224, 224)).forward.flops_total
     """
+    static = _static_summary(model, target, check_values)
+    if inputs is None:
+        return static
+    from modscope.forward import analyse_forward
+
+    try:
+        forward = analyse_forward(
+            model, inputs, parameters=static.parameters, buffers=static.buffers, device=device,
+            train_mode=train_mode, flops=flops, memory=memory, optimizer=optimizer,
+        )
+    except ForwardError as exc:
+        exc.partial = replace(static, forward=exc.partial)
+        raise
+    return replace(static, forward=forward)
+
+
+def _static_summary(model: nn.Module, target: str | None, check_values: bool) -> SummaryReport:
     _require_module(model)
     visited = visits(model)
     tensors = collect_tensors(visited)

@@ -60,6 +60,16 @@ KeyOpt = Annotated[
         help="Which state dict inside a nested checkpoint: state_dict, model, ema ... (listed when ambiguous).",
         show_default=False,
     ),
+DeviceOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--device",
+        help="Run the forward pass on cpu, cuda[:N] or meta (meta: no weights are allocated; shapes and FLOPs only).",
+        show_default=False,
+    ),
+]
+TrainModeOpt = Annotated[
+    bool, typer.Option("--train-mode", help="Run the pass in training mode with autograd on (default: eval, no_grad).")
 ]
 TrustOpt = Annotated[
     bool, typer.Option("--trust", help="Allow unpickling whole-model files (this runs code from the file).")

@@ -1,6 +1,7 @@
-"""Commands that need no forward pass: summary, tree, shared, audit."""
+"""Inspection commands: summary (static, plus one forward pass when given inputs), tree, shared, audit."""
 from __future__ import annotations
 
+from enum import Enum
 from typing import Annotated, Optional
 
 import typer
@@ -11,9 +12,14 @@ from modscope.cli.common import (
     ArgOpt,
     ArgsJsonOpt,
     DebugOpt,
+    DeviceOpt,
+    InputOpt,
+    InputsFnOpt,
     JsonOpt,
     KeyOpt,
+    KwargOpt,
     Target,
+    TrainModeOpt,
     TrustOpt,
     WeightsOpt,
     emit,
@@ -26,12 +32,30 @@ DepthOpt = Annotated[Optional[int], typer.Option("--depth", min=0, help="Show mo
 ExpandOpt = Annotated[bool, typer.Option("--expand", help="Do not collapse runs of identical sibling modules.")]
 
 
+class Optimizer(str, Enum):
+    sgd = "sgd"
+    adam = "adam"
+    adamw = "adamw"
+
+
 @app.command()
 def summary(
     target: Target,
     arg: ArgOpt = None,
     args_json: ArgsJsonOpt = None,
     trust: TrustOpt = False,
+    input: InputOpt = None,
+    kwarg: KwargOpt = None,
+    inputs: InputsFnOpt = None,
+    device: DeviceOpt = None,
+    train_mode: TrainModeOpt = False,
+    no_flops: Annotated[bool, typer.Option("--no-flops", help="Do not count FLOPs (a faster pass).")] = False,
+    no_memory: Annotated[
+        bool, typer.Option("--no-memory", help="Skip the memory estimate (and its autograd measuring pass).")
+    ] = False,
+    optimizer: Annotated[
+        Optimizer, typer.Option("--optimizer", help="Optimizer whose state the training memory estimate includes.")
+    ] = Optimizer.adam,
     depth: DepthOpt = None,
     expand: ExpandOpt = False,
     tensors: Annotated[bool, typer.Option("--tensors", help="List every parameter and buffer.")] = False,
@@ -43,20 +67,47 @@ def summary(
     json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Parameters vs buffers, per-module counts, sharing and hazards (of a model, or of a checkpoint alone)."""
+    """Parameters vs buffers, per-module counts, sharing and hazards (of a model, or of a checkpoint alone);
+    with --input, also one forward pass:
+    shapes, calls, FLOPs and a memory estimate. Exit 2 when the forward pass fails (the partial report is
+    still printed)."""
     with reporting_errors(debug):
         import modscope
-        from modscope.render.console import DEFAULT_DEPTH, summary_view, tensor_table
-        from rich.console import Group
+        from modscope.errors import ForwardError, UsageError
+        from modscope.forward import check_device
+        from modscope.inputs import build_inputs
 
         if checkpoint_commands.is_checkpoint_target(target, weights):
             return checkpoint_commands.checkpoint_summary(target, key, trust, depth, expand, tensors, json)
-        model = load_target(target, arg, args_json, trust, weights=weights, key=key)
-        report = modscope.summary(model, target=target, check_values=not no_values)
-        view = summary_view(report, depth=DEFAULT_DEPTH if depth is None else depth, collapse=not expand)
-        if tensors:
-            view = Group(view, tensor_table(report))
-        emit(report, as_json=json, view=view)
+        device = check_device(device)
+        model = load_target(
+            target, arg, args_json, trust, device=device if device != "cpu" else None, weights=weights, key=key
+        )
+        model_inputs = build_inputs(input or (), kwarg or (), inputs, device=device or "cpu")
+        if model_inputs is None and train_mode:
+            raise UsageError("--train-mode needs a forward pass: give --input, --kwarg or --inputs")
+        options = dict(depth=depth, expand=expand, tensors=tensors, json=json)
+        try:
+            report = modscope.summary(
+                model, inputs=model_inputs, device=device, train_mode=train_mode, flops=not no_flops,
+                memory=not no_memory, optimizer=optimizer.value, target=target, check_values=not no_values,
+            )
+        except ForwardError as exc:
+            if exc.partial is not None:
+                _emit_summary(exc.partial, **options)
+            raise
+        _emit_summary(report, **options)
+
+
+def _emit_summary(report, *, depth, expand, tensors, json) -> None:
+    from rich.console import Group
+
+    from modscope.render.console import DEFAULT_DEPTH, summary_view, tensor_table
+
+    view = summary_view(report, depth=DEFAULT_DEPTH if depth is None else depth, collapse=not expand)
+    if tensors:
+        view = Group(view, tensor_table(report))
+    emit(report, as_json=json, view=view)
 
 
 @app.command()

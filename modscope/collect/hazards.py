@@ -16,6 +16,7 @@ _MODULE_INTERNALS = frozenset(vars(nn.Module()))
 
 def find_hazards(visited: list[Visit], tensors: CollectedTensors) -> list[Finding]:
     findings = list(_unregistered_tensors(visited))
+    meta: list[str] = []
     for name, tensor in tensors.objects.items():
         if is_lazy(tensor):
             findings.append(
@@ -27,9 +28,11 @@ def find_hazards(visited: list[Visit], tensors: CollectedTensors) -> list[Findin
                 )
             )
         elif tensor.is_meta:
-            findings.append(
-                Finding("meta_tensor", name, f"{name} is on the meta device: it has a shape but no data")
-            )
+            meta.append(name)
+    if meta:  # one finding: a model built on meta has thousands of such tensors
+        listed = ", ".join(meta[:5]) + (f" and {len(meta) - 5} more" if len(meta) > 5 else "")
+        what = f"{meta[0]} is" if len(meta) == 1 else f"{len(meta)} tensors are"
+        findings.append(Finding("meta_tensor", meta[0], f"{what} on the meta device (shapes, no data): {listed}"))
     return findings
 
 

@@ -14,7 +14,11 @@ DEFAULT_DEPTH = 3
 
 
 def summary_view(report: SummaryReport, *, depth: int = DEFAULT_DEPTH, collapse: bool = True) -> Group:
-    """Module table (to ``depth``), totals, shared groups and warnings."""
+    """Module table (to ``depth``), totals, shared groups and warnings (and the forward pass, when run)."""
+    if report.forward is not None:
+        from modscope.render.forward import forward_summary_view
+
+        return forward_summary_view(report, depth=depth, collapse=collapse)
     parts = [_module_table(report, depth, collapse), _totals_table(report)]
     if report.shared:
         parts.append(shared_view(report))

@@ -16,10 +16,13 @@ from modscope.report.static import (
     TensorKind,
     Totals,
 )
+from modscope.report.forward import ForwardReport, MemoryEstimate
 
 __all__ = [
     "AuditReport",
     "Finding",
+    "ForwardReport",
+    "MemoryEstimate",
     "ModelRef",
     "ModuleInfo",
     "Severity",

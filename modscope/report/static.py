@@ -3,7 +3,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from modscope.report.forward import ForwardReport
 
 
 class TensorKind(str, Enum):
@@ -156,6 +159,7 @@ class SummaryReport:
     modules: tuple[ModuleInfo, ...]
     shared: tuple[SharedGroup, ...]
     warnings: tuple[Finding, ...]
+    forward: ForwardReport | None = None  # set when inputs were given (``summary(model, inputs=...)``)
 
     def module(self, name: str) -> ModuleInfo:
         """The module record named ``name`` ("" is the root)."""
@@ -165,7 +169,7 @@ class SummaryReport:
         raise KeyError(name)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "schema": "modscope.summary/1",
             "model": asdict(self.model),
             "totals": self.totals.to_dict(),
@@ -175,6 +179,14 @@ class SummaryReport:
             "shared": [g.to_dict() for g in self.shared],
             "warnings": [w.to_dict() for w in self.warnings],
         }
+        if self.forward is not None:
+            for entry in out["modules"]:
+                entry.update(self.forward.module_dict(entry["name"]))
+            memory = self.forward.memory
+            out["flops_total"] = self.forward.flops_total
+            out["memory"] = None if memory is None else memory.to_dict()
+            out["forward"] = self.forward.to_dict()
+        return out
 
     def __rich__(self):
         from modscope.render.console import summary_view

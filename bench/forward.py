@@ -1,0 +1,183 @@
+"""Benchmark of the forward-pass analysis; prints markdown tables (recorded in docs/benchmarks.md).
+
+    python -m bench.forward            # everything (a few minutes); also run by `make bench`
+    python -m bench.forward --quick    # fewer rounds
+
+1. torchvision zoo, batch 1, CPU, warm, same input for every contender: a plain forward, the forward under
+   FlopCounterMode alone, torchinfo.summary, and modscope's forward pass with and without FLOPs.
+   Targets: modscope with FLOPs <= 1.2x FlopCounterMode; without FLOPs <= torchinfo.
+2. A 59B-parameter decoder (bench/decoder.py) on the meta device, batch 1, sequence 4096: torchinfo's
+   shapes-only meta pass vs modscope's shapes + FLOPs; and the peak RSS of the real command line
+   ``modscope summary bench/decoder.py:decoder_59b --device meta ...`` (target < 700 MB).
+(The 50,000-module static summary is measured by bench/static.py.)
+
+Times are CPU time of this process (``time.process_time``) with one torch thread, the minimum over
+interleaved rounds: on a shared machine that is far steadier than wall time, and for one thread it is what
+wall time would be on an idle machine.
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import modscope  # noqa: E402
+from modscope.forward import analyse_forward  # noqa: E402
+
+ZOO = ("resnet50", "vit_b_16", "efficientnet_b0", "convnext_tiny")
+DECODER_CMD = [
+    sys.executable, "-m", "modscope", "summary", "bench/decoder.py:decoder_59b",
+    "--device", "meta", "--input", "1,4096:int64[0,32000)", "--json",
+]
+
+
+def best_of(contenders: dict, rounds: int) -> dict[str, float]:
+    """Minimum CPU seconds of each callable over ``rounds`` interleaved rounds (after one warm-up each)."""
+    for fn in contenders.values():
+        fn()
+    best = {name: float("inf") for name in contenders}
+    for _ in range(rounds):
+        for name, fn in contenders.items():
+            start = time.process_time()
+            fn()
+            best[name] = min(best[name], time.process_time() - start)
+    return best
+
+
+def zoo(rounds: int) -> list[str]:
+    import torchinfo
+    import torchvision
+    from torch.utils.flop_counter import FlopCounterMode
+
+    lines = [
+        "| model | plain | FlopCounterMode | torchinfo | modscope, FLOPs | modscope, no FLOPs | "
+        "FLOPs / FlopCounterMode (<= 1.2) | no FLOPs / torchinfo (<= 1.0) | summary() with memory |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name in ZOO:
+        model = getattr(torchvision.models, name)(weights=None).eval()
+        x = torch.randn(1, 3, 224, 224)
+        static = modscope.summary(model)
+        kwargs = dict(parameters=static.parameters, buffers=static.buffers, memory=False)
+
+        def plain():
+            with torch.no_grad():
+                model(x)
+
+        def flop_counter():
+            with torch.no_grad(), FlopCounterMode(display=False):
+                model(x)
+
+        t = best_of(
+            {
+                "plain": plain,
+                "fcm": flop_counter,
+                "torchinfo": lambda: torchinfo.summary(model, input_data=x, verbose=0),
+                "flops": lambda: analyse_forward(model, x, **kwargs),
+                "noflops": lambda: analyse_forward(model, x, flops=False, **kwargs),
+            },
+            rounds,
+        )
+        full = best_of({"full": lambda: modscope.summary(model, inputs=x)}, max(1, rounds // 2))["full"]
+        lines.append(
+            f"| {name} | {_ms(t['plain'])} | {_ms(t['fcm'])} ({t['fcm'] / t['plain']:.2f}x) | "
+            f"{_ms(t['torchinfo'])} ({t['torchinfo'] / t['plain']:.2f}x) | {_ms(t['flops'])} | {_ms(t['noflops'])} | "
+            f"**{t['flops'] / t['fcm']:.2f}** | **{t['noflops'] / t['torchinfo']:.2f}** | {_ms(full)} |"
+        )
+        print(f"  {name} done", file=sys.stderr, flush=True)
+    return lines
+
+
+def decoder(rounds: int) -> list[str]:
+    import torchinfo
+
+    from bench.decoder import decoder_59b
+
+    started = time.process_time()
+    with torch.device("meta"):
+        model = decoder_59b()
+    built = time.process_time() - started
+    ids = torch.randint(0, 32000, (1, 4096), device="meta")
+    params = sum(p.numel() for p in model.parameters())
+    t = best_of(
+        {
+            "torchinfo": lambda: torchinfo.summary(model, input_data=ids, device="meta", verbose=0),
+            "shapes_flops": lambda: analyse_forward(model, ids, parameters=(), buffers=(), device="meta", memory=False),
+            "shapes": lambda: analyse_forward(
+                model, ids, parameters=(), buffers=(), device="meta", memory=False, flops=False
+            ),
+        },
+        rounds,
+    )
+    summary = best_of({"s": lambda: modscope.summary(model, inputs=ids, device="meta")}, 1)["s"]
+    rss_mb, wall = _peak_rss(DECODER_CMD)
+    torch_mb, _ = _peak_rss([sys.executable, "-c", "import torch"])
+    kernels_mb, _ = _peak_rss([sys.executable, "-c", TORCH_META_KERNELS])
+    return [
+        f"Decoder: {params / 1e9:.1f}B parameters, built on meta in {built:.2f} s.",
+        "",
+        "| what | time |",
+        "| --- | --- |",
+        f"| torchinfo.summary, meta, shapes only | {t['torchinfo']:.2f} s |",
+        f"| modscope forward pass, meta, shapes + FLOPs | {t['shapes_flops']:.2f} s "
+        f"(**{t['shapes_flops'] / t['torchinfo']:.2f}x** torchinfo) |",
+        f"| modscope forward pass, meta, shapes only | {t['shapes']:.2f} s |",
+        f"| modscope.summary: static + shapes + FLOPs + memory (second, autograd pass) | {summary:.2f} s |",
+        f"| `{' '.join(['modscope', *DECODER_CMD[3:]])}`: peak RSS | **{rss_mb:.0f} MB** (target < 700), "
+        f"{wall:.1f} s wall |",
+        f"| same method, `python -c 'import torch'` | {torch_mb:.0f} MB |",
+        f"| same method, import torch + one meta layer_norm (loads torch's Python meta kernels) | {kernels_mb:.0f} MB |",
+    ]
+
+
+TORCH_META_KERNELS = (
+    "import torch, torch.nn.functional as F; F.layer_norm(torch.empty(2, 8, device='meta'), (8,)); "
+    "torch.empty(8, 8, device='meta') @ torch.empty(8, 8, device='meta')"
+)
+
+
+def _peak_rss(cmd: list[str]) -> tuple[float, float]:
+    """Peak resident memory (MB) of ``cmd`` run as a child of a fresh Python, so nothing else is counted."""
+    probe = (
+        "import resource, subprocess, sys, time; t = time.time(); "
+        f"r = subprocess.run({cmd!r}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True); "
+        "w = time.time() - t; "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, w, r.returncode, r.stderr[-500:])"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    kib, wall, code, *err = out.split(" ", 3)
+    if code != "0":
+        raise RuntimeError(f"{' '.join(cmd)} failed: {' '.join(err)}")
+    return int(kib) / 1024, float(wall)
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds")
+    parser.add_argument("--only", choices=("zoo", "decoder"), help="run one part")
+    args = parser.parse_args(argv if argv is not None else [])
+    torch.set_num_threads(1)
+    rounds = 3 if args.quick else 7
+    print(f"torch {torch.__version__}, Python {platform.python_version()}, {platform.machine()}, 1 torch thread\n")
+    parts = {"zoo": lambda: zoo(rounds), "decoder": lambda: decoder(max(2, rounds // 2))}
+    for key, part in parts.items():
+        if args.only in (None, key):
+            print("\n".join(part()) + "\n", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

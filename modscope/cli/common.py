@@ -60,6 +60,7 @@ KeyOpt = Annotated[
         help="Which state dict inside a nested checkpoint: state_dict, model, ema ... (listed when ambiguous).",
         show_default=False,
     ),
+]
 DeviceOpt = Annotated[
     Optional[str],
     typer.Option(

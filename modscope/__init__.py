@@ -3,6 +3,10 @@
 >>> import modscope
 >>> report = modscope.summary(model)        # parameters vs buffers, tree, sharing, hazards
 >>> report.totals.params, report.to_dict()
+>>> modscope.grads(model, x).problems          # parameters with no, zero or non-finite gradients
+>>> with modscope.watch_gradients(model) as watch: ...   # gradient norms over a training loop
+>>> with modscope.detect_nonfinite(model) as det: ...    # the first NaN/Inf, forward and backward
+>>> modscope.time_layers(model, x, backward=True)        # per-layer self/total time
 
 Public names are imported lazily, so ``import modscope`` does not import torch.
 """
@@ -31,6 +35,17 @@ _LAZY = {
     "CompatReport": "modscope.report.checkpoint",
     "StateDictDiff": "modscope.report.diff",
     "ModelGraph": "modscope.report.graph",
+    "grads": "modscope.collect.grads",
+    "watch_gradients": "modscope.collect.grad_watch",
+    "save_grad_plot": "modscope.render.grad_plot",
+    "detect_nonfinite": "modscope.collect.nonfinite",
+    "find_nonfinite": "modscope.collect.nonfinite",
+    "time_layers": "modscope.collect.timing",
+    "GradThresholds": "modscope.report",
+    "GradReport": "modscope.report",
+    "GradWatchReport": "modscope.report",
+    "NonfiniteReport": "modscope.report",
+    "TimingReport": "modscope.report",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -1,4 +1,4 @@
-"""Small pure formatting helpers shared by renderers (numbers, bytes, shapes)."""
+"""Small pure formatting helpers shared by renderers (numbers, bytes, shapes, scientific values, times)."""
 from __future__ import annotations
 
 
@@ -31,3 +31,19 @@ def shape_str(shape) -> str:
     if len(shape) == 0:
         return "scalar"
     return "x".join(str(d) for d in shape)
+
+
+def sci(x: float | None, digits: int = 2) -> str:
+    """3.1e-05 -> '3.10e-05'; None -> '-' (no value); NaN/Inf as 'nan'/'inf'."""
+    if x is None:
+        return "-"
+    if x != x or x in (float("inf"), float("-inf")):
+        return str(x)
+    return f"{x:.{digits}e}"
+
+
+def millis(ns: float | None) -> str:
+    """1_234_567 ns -> '1.235'; the unit (ms) goes in the column header."""
+    if ns is None:
+        return "-"
+    return f"{ns / 1e6:.3f}"

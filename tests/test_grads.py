@@ -221,3 +221,15 @@ def test_json_document():
 def test_rejects_non_modules():
     with pytest.raises(UsageError):
         modscope.grads("model", torch.randn(1))
+
+
+def test_sparse_embedding_gradient():
+    model = nn.Embedding(10, 3, sparse=True)
+    report = modscope.grads(model, torch.tensor([[1, 1, 4]]), loss="sum")
+    model(torch.tensor([[1, 1, 4]])).sum().backward()
+    dense = model.weight.grad.to_dense()
+    rec = report.param("weight")
+    assert rec.status is GradStatus.OK
+    assert rec.norm == pytest.approx(dense.norm().item())
+    assert rec.max_abs == pytest.approx(dense.abs().max().item())
+    assert rec.mean_abs == pytest.approx(dense.abs().mean().item())

@@ -210,3 +210,10 @@ def test_json_and_render():
     Console(file=out, width=120, color_system=None).print(report)
     text = out.getvalue()
     assert "unused.weight" in text and "no_grad" in text and "FAILED" in text
+
+
+def test_sparse_gradients():
+    model = nn.Embedding(10, 3, sparse=True)
+    with modscope.watch_gradients(model) as watch:
+        model(torch.tensor([1, 1, 4])).sum().backward()
+    assert watch.report().param("weight").norm_last == pytest.approx(model.weight.grad.to_dense().norm().item())

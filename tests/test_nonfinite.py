@@ -242,3 +242,17 @@ def test_cheap_compared_to_detect_anomaly():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert best(ours) < best(anomaly)
+
+
+def test_detector_and_watch_are_entered_once():
+    model = nn.Linear(2, 2)
+    det = modscope.detect_nonfinite(model)
+    with det:
+        model(torch.ones(1, 2))
+    with pytest.raises(UsageError, match="entered once"):
+        det.__enter__()
+    watch = modscope.watch_gradients(model)
+    with watch:
+        pass
+    with pytest.raises(UsageError, match="entered once"):
+        watch.__enter__()

@@ -96,8 +96,8 @@ class GradientWatch:
     _stack: contextlib.ExitStack | None = None
 
     def __enter__(self) -> "GradientWatch":
-        if self._stack is not None:
-            raise UsageError("this gradient watch is already active")
+        if self._stack is not None or self._params or self._frozen:
+            raise UsageError("a watch is entered once: call watch_gradients() again for another block")
         collected = collect_tensors(visits(self.model))
         for info in collected.parameters:
             if not info.initialized:

@@ -99,11 +99,12 @@ def _gradient_stats(tensors, gradients) -> dict:
     scalars: list[torch.Tensor] = []
     for i in present:
         g = gradients[i].detach()
-        g32 = g.float()
+        values = (g.coalesce().values() if g.is_sparse else g).float().abs()  # sparse: the stored entries
+        empty = values.numel() == 0
         scalars += [
-            torch.linalg.vector_norm(g32),
-            g32.abs().amax() if g.numel() else g32.new_zeros(()),
-            g32.abs().mean() if g.numel() else g32.new_zeros(()),
+            torch.linalg.vector_norm(values),
+            values.new_zeros(()) if empty else values.amax(),
+            values.sum() / max(g.numel(), 1),
             torch.linalg.vector_norm(tensors[i].detach().float()),
         ]
     values = host_floats(scalars)

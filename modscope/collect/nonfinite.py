@@ -29,7 +29,7 @@ import torch.nn as nn
 
 from modscope.collect.loss import LossKind, loss_kind, make_loss
 from modscope.collect.scalars import host_floats
-from modscope.collect.tensors import collect_tensors, dtype_name
+from modscope.collect.tensors import dtype_name, trainable_parameters
 from modscope.collect.walk import visits
 from modscope.errors import ForwardError, UsageError
 from modscope.hooks import module_hooks, preserved_state
@@ -81,20 +81,13 @@ def find_nonfinite(
                 loss_tensor = make_loss(output, kind, target)
                 if loss_tensor is not None:
                     loss_value = float(loss_tensor.detach())
-                    params = [p for p in _trainable(model)]
+                    params = [tensor for _, tensor in trainable_parameters(model)]
                     if backward and params and loss_tensor.requires_grad:
                         torch.autograd.grad(loss_tensor, params, allow_unused=True)
         report = detector.report()
     if error is not None and report.forward is None:
         raise ForwardError(f"the model's forward raised {error}")
     return replace(report, loss=kind.value, loss_value=loss_value, error=error)
-
-
-def _trainable(model: nn.Module) -> Iterator[torch.Tensor]:
-    collected = collect_tensors(visits(model))
-    for info in collected.parameters:
-        if info.requires_grad and info.initialized:
-            yield collected.objects[info.name]
 
 
 @dataclass
@@ -108,14 +101,20 @@ class _Call:
     extrema: list[torch.Tensor] = field(default_factory=list)  # min, max of each checked output, on device
 
 
-@dataclass
-class _Grad:
-    """One gradient seen in backward; entries with the same ``key`` are the same gradient."""
+@dataclass(frozen=True)
+class _Role:
+    """One way a tensor takes part in a module call."""
 
     kind: str  # "input" | "output" | "param"
     module: str
     label: str
-    key: int
+
+
+@dataclass
+class _Grad:
+    """One gradient seen in backward, and every role its tensor plays (one check per tensor and pass)."""
+
+    roles: list[_Role]
     call: int
     extrema: tuple[torch.Tensor, torch.Tensor]
 
@@ -136,6 +135,9 @@ class NonfiniteDetector:
         self._done: list[_Call] = []  # calls returned in this pass, in completion order
         self._grads: list[_Grad] = []
         self._keys: dict[int, tuple[weakref.ref, int]] = {}
+        # per pass, keyed by (tensor, version): an in-place op makes a new value that is checked again
+        self._checked: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._roles: dict[tuple[int, int], list[_Role]] = {}
         self._counter = itertools.count()
         self._leaf_handles: list = []
         self._types: dict[str, str] = {}
@@ -144,20 +146,17 @@ class NonfiniteDetector:
     # --- context -----------------------------------------------------------------------------------------
 
     def __enter__(self) -> "NonfiniteDetector":
-        if self._exit is not None:
-            raise UsageError("this detector is already active")
+        if self._exit is not None or self._passes or self._types:
+            raise UsageError("a detector is entered once: call detect_nonfinite() again for another block")
         visited = visits(self.model)
         self._types = {v.name: type(v.module).__name__ for v in visited if v.first}
         stack = contextlib.ExitStack()
         try:
             stack.enter_context(module_hooks(self.model, pre=self._pre, post=self._post))
             if self.check_backward:
-                collected = collect_tensors(visited)
-                for info in collected.parameters:
-                    if info.requires_grad and info.initialized:
-                        tensor = collected.objects[info.name]
-                        hook = partial(self._on_grad, "param", info.module, info.name, id(tensor), None)
-                        stack.enter_context(tensor.register_hook(hook))
+                for info, tensor in trainable_parameters(self.model):
+                    hook = partial(self._on_grad, [_Role("param", info.module, info.name)], None)
+                    stack.enter_context(tensor.register_hook(hook))
             stack.callback(self._remove_leaf_handles)
         except BaseException:
             stack.close()
@@ -205,6 +204,7 @@ class NonfiniteDetector:
         if module is self.model:
             self._passes += 1
             self._resolve_backward()
+            self._remove_leaf_handles()  # the previous pass's backward is over
         inputs = list(_labelled(args, "input")) + list(_labelled(kwargs, "kwarg"))
         held = [(label, t, _version(t)) for label, t in inputs] if self._forward_on else []
         self._open.append(_Call(name, self._passes, held))
@@ -220,7 +220,7 @@ class NonfiniteDetector:
             call.outputs = [(label, t, _version(t)) for label, t in outputs]
             for _, t in outputs:
                 if _checkable(t):
-                    call.extrema.extend(torch.aminmax(_real(t.detach())))
+                    call.extrema.extend(self._extrema(t))
             self._done.append(call)
         if self._backward_on and torch.is_grad_enabled():
             for label, t in outputs:
@@ -229,11 +229,28 @@ class NonfiniteDetector:
         if module is self.model:
             self._resolve_forward()
             self._keys.clear()
+            self._checked.clear()
+            self._roles.clear()
 
     # --- backward hooks ----------------------------------------------------------------------------------
 
+    def _extrema(self, tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """min and max of ``tensor`` on its device, computed once per value (a container's output is
+        usually its last child's)."""
+        slot = (self._key(tensor), _version(tensor))
+        found = self._checked.get(slot)
+        if found is None:
+            found = self._checked[slot] = tuple(torch.aminmax(_real(tensor.detach())))
+        return found
+
     def _watch_grad(self, kind: str, module: str, label: str, tensor: torch.Tensor) -> None:
-        handle = tensor.register_hook(partial(self._on_grad, kind, module, label, self._key(tensor), self._passes))
+        slot = (self._key(tensor), _version(tensor))
+        roles = self._roles.get(slot)
+        if roles is not None:  # this gradient is already watched: one more role for it
+            roles.append(_Role(kind, module, label))
+            return
+        roles = self._roles[slot] = [_Role(kind, module, label)]
+        handle = tensor.register_hook(partial(self._on_grad, roles, self._passes))
         if tensor.is_leaf:  # a user's tensor: the hook must not outlive the detector
             self._leaf_handles.append(handle)
 
@@ -245,10 +262,10 @@ class NonfiniteDetector:
             self._keys[id(tensor)] = entry
         return entry[1]
 
-    def _on_grad(self, kind: str, module: str, label: str, key: int, call: int | None, grad) -> None:
+    def _on_grad(self, roles: list[_Role], call: int | None, grad) -> None:
         if self._backward_on and grad is not None and _checkable(grad):
             extrema = torch.aminmax(_real(grad.detach()))
-            self._grads.append(_Grad(kind, module, label, key, self._passes if call is None else call, extrema))
+            self._grads.append(_Grad(roles, self._passes if call is None else call, extrema))
 
     # --- resolution (one host transfer each) --------------------------------------------------------------
 
@@ -286,23 +303,19 @@ class NonfiniteDetector:
         if not self._backward_on or not grads:
             return
         values = host_floats([x for g in grads for x in g.extrema])
-        bad = [g for i, g in enumerate(grads) if not (math.isfinite(values[2 * i]) and math.isfinite(values[2 * i + 1]))]
+        bad = [i for i in range(len(grads)) if not (math.isfinite(values[2 * i]) and math.isfinite(values[2 * i + 1]))]
         if not bad:
             return
-        first = bad[0]
-        index = grads.index(first)
-        low, high = values[2 * index], values[2 * index + 1]
-        module, label, origin = first.module, first.label, Origin.MODULE
-        if first.kind == "output":
-            same = [g for g in grads if g.key == first.key and g.call == first.call]
-            consumer = next((g for g in same if g.kind == "input"), None)
-            if consumer is not None:  # a module consumed this tensor: its backward made the value non-finite
-                module, label = consumer.module, consumer.label
+        first = grads[bad[0]]
+        low, high = values[2 * bad[0]], values[2 * bad[0] + 1]
+        role, origin = first.roles[0], Origin.MODULE
+        if role.kind != "param":
+            consumers = [r for r in first.roles if r.kind == "input"]
+            if consumers:  # a module consumed this tensor: its backward made the gradient non-finite
+                role = consumers[0]
             else:  # code outside submodules did; name the outermost module that returned this tensor
-                outermost = [g for g in same if g.kind == "output"][-1]
-                module, label, origin = outermost.module, outermost.label, Origin.DOWNSTREAM
-        if first.kind != "param":
-            label = f"grad of {label}"
+                role, origin = [r for r in first.roles if r.kind == "output"][-1], Origin.DOWNSTREAM
+        module, label = role.module, role.label if role.kind == "param" else f"grad of {role.label}"
         self._backward_event = NonfiniteEvent(
             phase="backward",
             module=module,
@@ -312,7 +325,7 @@ class NonfiniteDetector:
             origin=origin,
             min=low,
             max=high,
-            later=len({(g.key, g.call) for g in bad}) - 1,
+            later=len(bad) - 1,
         )
         self._backward_on = False
 

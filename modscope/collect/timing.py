@@ -8,7 +8,6 @@ without any hook, so the report shows how closely the per-layer sum matches an u
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import statistics
 from collections import defaultdict
@@ -21,7 +20,7 @@ import torch.nn as nn
 
 from modscope.collect.clocks import clock_for, resolve_device
 from modscope.collect.loss import LossKind, loss_kind, make_loss
-from modscope.collect.tensors import collect_tensors
+from modscope.collect.tensors import trainable_parameters
 from modscope.collect.walk import visits
 from modscope.errors import ForwardError, UsageError
 from modscope.hooks import module_hooks, preserved_state
@@ -57,15 +56,15 @@ def time_layers(
     with preserved_state(model, rng_devices=(device,)), torch.enable_grad():
         model.to(device)
         run = _Runner(model, as_model_inputs(inputs).to(device), clock_for(device), backward, kind, target)
-        for _ in range(warmup):
-            run.bare()
-        bare = [run.bare() for _ in range(repeat)]
-        timer = _LayerTimer(model, run.clock)
-        with timer.hooks(backward):
-            for _ in range(max(1, warmup)):
-                run.hooked(timer)
-            timer.drop_warmup()
-            hooked = [run.hooked(timer) for _ in range(repeat)]
+        timer = _LayerTimer(model, run.clock, backward)
+        bare, hooked = [], []
+        for i in range(warmup + repeat):  # unhooked and hooked iterations take turns: drifts hit both
+            if i == warmup:
+                timer.drop_warmup()
+            bare.append(run())
+            with timer.hooks():
+                hooked.append(run(timer))
+        bare, hooked = bare[warmup:], hooked[warmup:]
     return _report(model, name, device, run.clock, warmup, repeat, backward, bare, hooked, timer)
 
 
@@ -75,11 +74,12 @@ class _Runner:
     def __init__(self, model, inputs, clock, backward: bool, loss: LossKind, target):
         self.model, self.inputs, self.clock = model, inputs, clock
         self.backward, self.loss, self.target = backward, loss, target
-        self.params = list(_trainable(model))
+        self.params = [tensor for _, tensor in trainable_parameters(model)]
         if backward and not self.params:
             raise UsageError("--backward needs trainable parameters, and every parameter is frozen")
 
-    def _iteration(self, timer: "_LayerTimer | None") -> tuple[float, float | None]:
+    def __call__(self, timer: "_LayerTimer | None" = None) -> tuple[float, float | None]:
+        """(forward ns, backward ns or None) of one iteration, with ``timer``'s hooks recording if given."""
         clock = self.clock
         clock.reset()
         if timer is not None:
@@ -92,12 +92,12 @@ class _Runner:
         middle = clock.mark()
         backward_time = None
         if self.backward:
-            if timer is not None:
-                timer.prepare_backward()
-            begin = clock.mark()
             loss = make_loss(output, self.loss, self.target)
             if loss is None or not loss.requires_grad:
                 raise UsageError("--backward: the model's output carries no gradient")
+            if timer is not None:
+                timer.prepare_backward()
+            begin = clock.mark()
             torch.autograd.grad(loss, self.params, allow_unused=True)
             end = clock.mark()
         clock.sync()  # once per iteration
@@ -106,19 +106,6 @@ class _Runner:
         if timer is not None:
             timer.finish(start)
         return clock.since(start, middle), backward_time
-
-    def bare(self):
-        return self._iteration(None)
-
-    def hooked(self, timer: "_LayerTimer"):
-        return self._iteration(timer)
-
-
-def _trainable(model: nn.Module):
-    collected = collect_tensors(visits(model))
-    for info in collected.parameters:
-        if info.requires_grad and info.initialized:
-            yield collected.objects[info.name]
 
 
 @dataclass
@@ -143,21 +130,21 @@ class _LayerTimer:
     Node hooks live on nodes of this iteration's graph only and are freed with it.
     """
 
-    def __init__(self, model: nn.Module, clock):
-        self.model, self.clock = model, clock
-        self.types = {v.name: type(v.module).__name__ for v in visits(model) if v.first}
+    def __init__(self, model: nn.Module, clock, backward: bool):
+        self.model, self.clock, self.backward = model, clock, backward
+        firsts = [v for v in visits(model) if v.first]
+        self.modules = [(v.name, v.module) for v in firsts]
+        self.types = {v.name: type(v.module).__name__ for v in firsts}
         self.calls: list[_Call] = []
         self.open: list[int] = []
-        self.backward = False
         self._probe = torch.zeros((), requires_grad=True)
         # per module name: one value per timed iteration
         self.samples: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
         self.counts: dict[str, int] = {}
 
-    def hooks(self, backward: bool):
+    def hooks(self):
         """Module hooks, removed when the returned context manager exits."""
-        self.backward = backward
-        return module_hooks(self.model, pre=self._pre, post=self._post)
+        return module_hooks(self.model, pre=self._pre, post=self._post, modules=self.modules)
 
     def begin(self) -> None:
         self.calls, self.open = [], []

@@ -57,6 +57,19 @@ def test_nan_exit_codes(cli):
     assert result.returncode == 0 and "no NaN or Inf" in result.stdout
 
 
+def test_nan_in_checkpoint_weights(cli, tmp_path):
+    from tests.training_models import InplaceReLU
+
+    state = InplaceReLU().state_dict()
+    state["net.2.weight"][0, 0] = float("nan")
+    torch.save(state, tmp_path / "bad.pt")
+    result = cli("nan", f"{MODELS}:InplaceReLU", "--weights", str(tmp_path / "bad.pt"), "--input", "4,8",
+                 "--no-backward", "--json")
+    assert result.returncode == 1, result.stderr
+    event = json.loads(result.stdout)["forward"]
+    assert (event["module"], event["origin"]) == ("net.2", "module")
+
+
 def test_time_table_and_json(cli):
     result = cli("time", f"{MODELS}:KnownTimes", "--input", "2,8", "--backward", "--warmup", "1", "--repeat",
                  "3", "--top", "2")

@@ -16,9 +16,11 @@ from modscope.cli.common import (
     InputOpt,
     InputsFnOpt,
     JsonOpt,
+    KeyOpt,
     KwargOpt,
     Target,
     TrustOpt,
+    WeightsOpt,
     emit,
     load_target,
     reporting_errors,
@@ -44,7 +46,7 @@ LossTargetOpt = Annotated[
 ]
 
 
-def _model_and_inputs(target, arg, args_json, trust, input, kwarg, inputs_fn, command: str):
+def _model_and_inputs(target, arg, args_json, trust, weights, key, input, kwarg, inputs_fn, command: str):
     from modscope.inputs import build_inputs
 
     model_inputs = build_inputs(input or (), kwarg or (), inputs_fn)
@@ -53,7 +55,7 @@ def _model_and_inputs(target, arg, args_json, trust, input, kwarg, inputs_fn, co
             f"{command} runs the model: give its input with --input SHAPE[:DTYPE] (e.g. --input 1,3,224,224), "
             "--kwarg name=SHAPE or --inputs file.py:make_inputs"
         )
-    return load_target(target, arg, args_json, trust), model_inputs
+    return load_target(target, arg, args_json, trust, weights=weights, key=key), model_inputs
 
 
 def _loss_target(spec: str | None, loss: Loss):
@@ -72,6 +74,8 @@ def grads(
     arg: ArgOpt = None,
     args_json: ArgsJsonOpt = None,
     trust: TrustOpt = False,
+    weights: WeightsOpt = None,
+    key: KeyOpt = None,
     input: InputOpt = None,
     kwarg: KwargOpt = None,
     inputs: InputsFnOpt = None,
@@ -99,7 +103,9 @@ def grads(
 
         if not 0 <= vanishing < exploding:
             raise UsageError("--vanishing must be >= 0 and below --exploding")
-        model, model_inputs = _model_and_inputs(target, arg, args_json, trust, input, kwarg, inputs, "grads")
+        model, model_inputs = _model_and_inputs(
+            target, arg, args_json, trust, weights, key, input, kwarg, inputs, "grads"
+        )
         report = modscope.grads(
             model, model_inputs, loss=loss.value, target=_loss_target(loss_target, loss),
             thresholds=GradThresholds(vanishing=vanishing, exploding=exploding), name=target,
@@ -119,6 +125,8 @@ def nan(
     arg: ArgOpt = None,
     args_json: ArgsJsonOpt = None,
     trust: TrustOpt = False,
+    weights: WeightsOpt = None,
+    key: KeyOpt = None,
     input: InputOpt = None,
     kwarg: KwargOpt = None,
     inputs: InputsFnOpt = None,
@@ -136,7 +144,9 @@ def nan(
     with reporting_errors(debug):
         import modscope
 
-        model, model_inputs = _model_and_inputs(target, arg, args_json, trust, input, kwarg, inputs, "nan")
+        model, model_inputs = _model_and_inputs(
+            target, arg, args_json, trust, weights, key, input, kwarg, inputs, "nan"
+        )
         report = modscope.find_nonfinite(
             model, model_inputs, loss=loss.value, target=_loss_target(loss_target, loss), backward=backward,
             name=target,
@@ -157,6 +167,8 @@ def time(
     arg: ArgOpt = None,
     args_json: ArgsJsonOpt = None,
     trust: TrustOpt = False,
+    weights: WeightsOpt = None,
+    key: KeyOpt = None,
     input: InputOpt = None,
     kwarg: KwargOpt = None,
     inputs: InputsFnOpt = None,
@@ -178,7 +190,9 @@ def time(
         import modscope
         from modscope.render.timing import timing_view
 
-        model, model_inputs = _model_and_inputs(target, arg, args_json, trust, input, kwarg, inputs, "time")
+        model, model_inputs = _model_and_inputs(
+            target, arg, args_json, trust, weights, key, input, kwarg, inputs, "time"
+        )
         report = modscope.time_layers(
             model, model_inputs, device=device.value, backward=backward, warmup=warmup, repeat=repeat,
             loss=loss.value, target=_loss_target(loss_target, loss), name=target,

@@ -57,6 +57,8 @@ def test_nan_made_between_modules_is_seen_in_the_next_input():
 
 def test_backward_inf_is_attributed_to_the_module_that_made_it():
     model = tm.InfInBackward()
+    with torch.no_grad():
+        model.fc1.bias[0] = -100.0  # relu outputs exact zeros there: sqrt's derivative is infinite
     report = modscope.find_nonfinite(model, torch.randn(16, 8))
     assert report.forward is None
     event = report.backward
@@ -66,7 +68,11 @@ def test_backward_inf_is_attributed_to_the_module_that_made_it():
 
 
 def test_backward_nan_from_code_between_modules():
-    event = modscope.find_nonfinite(tm.NanGradBetweenModules(), torch.randn(4, 8)).backward
+    model = tm.NanGradBetweenModules()
+    with torch.no_grad():
+        model.fc.bias.fill_(1.0)  # relu passes everything, so the NaN gradient reaches fc's output
+        model.fc.weight.zero_()
+    event = modscope.find_nonfinite(model, torch.randn(4, 8)).backward
     assert event.module == "fc" and event.origin is Origin.DOWNSTREAM and event.tensor == "grad of output"
 
 

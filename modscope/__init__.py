@@ -5,6 +5,10 @@
 >>> report.totals.params, report.to_dict()
 >>> report = modscope.summary(model, inputs=torch.randn(1, 3, 224, 224))   # plus one forward pass
 >>> report.forward.flops_total, report.forward.memory.training_total
+>>> modscope.grads(model, x).problems          # parameters with no, zero or non-finite gradients
+>>> with modscope.watch_gradients(model) as watch: ...   # gradient norms over a training loop
+>>> with modscope.detect_nonfinite(model) as det: ...    # the first NaN/Inf, forward and backward
+>>> modscope.time_layers(model, x, backward=True)        # per-layer self/total time
 
 Public names are imported lazily, so ``import modscope`` does not import torch.
 """
@@ -35,6 +39,17 @@ _LAZY = {
     "StateDictDiff": "modscope.report.diff",
     "ModelGraph": "modscope.report.graph",
     "ForwardReport": "modscope.report",
+    "grads": "modscope.collect.grads",
+    "watch_gradients": "modscope.collect.grad_watch",
+    "save_grad_plot": "modscope.render.grad_plot",
+    "detect_nonfinite": "modscope.collect.nonfinite",
+    "find_nonfinite": "modscope.collect.nonfinite",
+    "time_layers": "modscope.collect.timing",
+    "GradThresholds": "modscope.report",
+    "GradReport": "modscope.report",
+    "GradWatchReport": "modscope.report",
+    "NonfiniteReport": "modscope.report",
+    "TimingReport": "modscope.report",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

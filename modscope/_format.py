@@ -1,4 +1,4 @@
-"""Small pure formatting helpers shared by renderers (numbers, bytes, shapes)."""
+"""Small pure formatting helpers shared by renderers (numbers, bytes, shapes, scientific values, times)."""
 from __future__ import annotations
 
 
@@ -68,3 +68,17 @@ def call_str(args, kwargs) -> str:
     """Positional and keyword Structures of one call: '2x20, mask=2x16 bool'."""
     parts = [structure_str(a) for a in args] + [f"{k}={structure_str(v)}" for k, v in kwargs.items()]
     return ", ".join(parts)
+def sci(x: float | None, digits: int = 2) -> str:
+    """3.1e-05 -> '3.10e-05'; None -> '-' (no value); NaN/Inf as 'nan'/'inf'."""
+    if x is None:
+        return "-"
+    if x != x or x in (float("inf"), float("-inf")):
+        return str(x)
+    return f"{x:.{digits}e}"
+
+
+def millis(ns: float | None) -> str:
+    """1_234_567 ns -> '1.235'; the unit (ms) goes in the column header."""
+    if ns is None:
+        return "-"
+    return f"{ns / 1e6:.3f}"

@@ -1,7 +1,8 @@
 """The one place where modscope touches a live model: hooks and state, always restored.
 
 ``preserved_state`` snapshots everything an analysis could disturb (train/eval flags, requires_grad, .grad,
-device and dtype of every tensor, the model's hook tables) and puts it back on exit, even when the
+device and dtype of every tensor, buffer values such as BatchNorm running statistics, the random number
+generators a forward pass draws from, the model's hook tables) and puts it back on exit, even when the
 model's forward raises. ``module_hooks`` registers per-module hooks inside it and removes them on exit.
 """
 from __future__ import annotations
@@ -34,26 +35,34 @@ class _TensorState:
     grad: torch.Tensor | None
     device: torch.device
     dtype: torch.dtype
+    value: torch.Tensor | None = None  # buffers only: a copy, written back in place on exit
 
 
 @contextlib.contextmanager
-def preserved_state(model: nn.Module, *, buffer_values: bool = False) -> Iterator[nn.Module]:
-    """Restore modes, requires_grad, .grad, devices/dtypes and hook tables of ``model`` on exit.
+def preserved_state(model: nn.Module, *, rng_devices: tuple = ()) -> Iterator[nn.Module]:
+    """Restore modes, requires_grad, .grad, devices/dtypes, buffer values, RNG state and hook tables on exit.
 
-    ``buffer_values=True`` also puts back the values of buffers (a training-mode forward updates BatchNorm's
-    running statistics in place); it keeps one copy of every buffer that holds data.
+    The CPU generator and the CUDA generators of the devices the model's tensors are on are restored, plus
+    those of ``rng_devices`` (for an analysis that moves the model to a GPU), so dropout in an analysed
+    forward pass does not shift the user's random stream.
     """
     modules = [v.module for v in visits(model) if v.first]
     modes = [(m, m.training) for m in modules]
     hook_keys = [(m, name, set(getattr(m, name, {}).keys())) for m in modules for name in _HOOK_TABLES]
     tensors: dict[int, _TensorState] = {}
     for m in modules:
-        for t in (*m._parameters.values(), *m._buffers.values()):
+        for t in m._parameters.values():
             if t is not None and id(t) not in tensors:
                 tensors[id(t)] = _TensorState(t, t.requires_grad, t.grad, t.device, t.dtype)
-    saved_buffers = _copy_buffers(modules) if buffer_values else []
+        for t in m._buffers.values():
+            if t is not None and id(t) not in tensors:
+                value = None if t.is_meta or is_lazy(t) else t.detach().clone()
+                tensors[id(t)] = _TensorState(t, t.requires_grad, t.grad, t.device, t.dtype, value)
+    cuda = {torch.device(d) for d in rng_devices} | {s.device for s in tensors.values()}
+    cuda_indices = sorted({d.index or 0 for d in cuda if d.type == "cuda"})
     try:
-        yield model
+        with torch.random.fork_rng(devices=cuda_indices):
+            yield model
     finally:
         for m, training in modes:
             m.training = training
@@ -64,21 +73,6 @@ def preserved_state(model: nn.Module, *, buffer_values: bool = False) -> Iterato
                     del table[key]
         for state in tensors.values():
             _restore_tensor(state)
-        with torch.no_grad():
-            for buffer, value in saved_buffers:
-                if buffer.shape == value.shape and buffer.device == value.device:
-                    buffer.copy_(value)
-
-
-def _copy_buffers(modules: list[nn.Module]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    seen: set[int] = set()
-    out = []
-    for m in modules:
-        for b in m._buffers.values():
-            if b is not None and id(b) not in seen and not b.is_meta and not is_lazy(b):
-                seen.add(id(b))
-                out.append((b, b.detach().clone()))
-    return out
 
 
 def _restore_tensor(state: _TensorState) -> None:
@@ -90,6 +84,9 @@ def _restore_tensor(state: _TensorState) -> None:
     if t.device != state.device or t.dtype != state.dtype:
         with torch.no_grad():
             t.data = t.data.to(device=state.device, dtype=state.dtype)
+    if state.value is not None and t.shape == state.value.shape:
+        with torch.no_grad():
+            t.copy_(state.value)
 
 
 PreHook = Callable[[str, nn.Module, tuple, dict], "tuple[tuple, dict] | None"]

@@ -8,6 +8,7 @@ from modscope.cli.app import app
 from modscope.cli import static_commands  # noqa: F401  (registers summary/tree/shared/audit)
 from modscope.cli import checkpoint_commands  # noqa: F401  (registers diff/check)
 from modscope.cli import graph_commands  # noqa: F401  (registers graph)
+from modscope.cli import training_commands  # noqa: F401  (registers grads/nan/time)
 
 
 def main() -> None:

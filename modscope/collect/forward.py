@@ -173,7 +173,7 @@ def run_pass(
     recorder = _Recorder([name for name, _ in firsts], counter)
     output, error = None, None
     with contextlib.ExitStack() as stack:
-        stack.enter_context(preserved_state(model, buffer_values=True))
+        stack.enter_context(preserved_state(model))
         stack.enter_context(torch.random.fork_rng(devices=_cuda_devices(model, inputs)))
         model.train(training)
         stack.enter_context(torch.set_grad_enabled(grad))

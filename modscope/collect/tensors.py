@@ -57,6 +57,15 @@ def collect_tensors(visited: list[Visit]) -> CollectedTensors:
     return CollectedTensors(parameters, buffers, shared, owner_of, objects)
 
 
+def trainable_parameters(model: torch.nn.Module) -> list[tuple[TensorInfo, torch.Tensor]]:
+    """(info, tensor) for every initialised parameter with requires_grad, each object once, in pre-order."""
+    from modscope.collect.walk import visits
+
+    collected = collect_tensors(visits(model))
+    return [(info, collected.objects[info.name]) for info in collected.parameters
+            if info.requires_grad and info.initialized]
+
+
 def _describe(name, owner, tensor, kind, persistent, aliases) -> TensorInfo:
     lazy = is_lazy(tensor)
     numel = None if lazy else tensor.numel()

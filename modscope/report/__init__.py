@@ -3,6 +3,17 @@
 Reports never format themselves: ``__rich__`` hands them to ``modscope.render`` and ``to_dict`` gives the
 JSON documents described in docs/json.md.
 """
+from modscope.report.grads import (
+    GradReport,
+    GradStatus,
+    GradStep,
+    GradThresholds,
+    GradWatchReport,
+    ModuleGrad,
+    ParamGrad,
+    ParamGradStats,
+)
+from modscope.report.nonfinite import NonfiniteEvent, NonfiniteReport, Origin, TensorStats
 from modscope.report.static import (
     AuditReport,
     Finding,
@@ -17,12 +28,29 @@ from modscope.report.static import (
     Totals,
 )
 from modscope.report.forward import ForwardReport, MemoryEstimate
+from modscope.report.timing import LayerTiming, PassTiming, TimeStat, TimingReport
 
 __all__ = [
     "AuditReport",
     "Finding",
     "ForwardReport",
     "MemoryEstimate",
+    "GradReport",
+    "GradStatus",
+    "GradStep",
+    "GradThresholds",
+    "GradWatchReport",
+    "LayerTiming",
+    "ModuleGrad",
+    "NonfiniteEvent",
+    "NonfiniteReport",
+    "Origin",
+    "ParamGrad",
+    "ParamGradStats",
+    "PassTiming",
+    "TensorStats",
+    "TimeStat",
+    "TimingReport",
     "ModelRef",
     "ModuleInfo",
     "Severity",

@@ -1,0 +1,220 @@
+"""Training-time analyses: what watching gradients, timing layers and tracing NaN/Inf cost.
+
+Run: python -m bench.training   (a few minutes on two CPU cores)
+
+Torch runs on one thread and steps are measured in process CPU time as well as wall time: on a machine
+shared with other jobs, CPU time of a single-threaded step is what stays comparable between variants.
+
+1. watch_gradients: a resnet50 training step (CPU, batch 8), watched vs unwatched, alternating (target < 10%).
+2. time_layers: forward (and backward) with per-layer timing hooks vs the same pass without hooks.
+3. detect_nonfinite vs torch.autograd.detect_anomaly on the same training step, and the finiteness check
+   it is built on (aminmax) vs torch.isfinite(t).all().
+"""
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+import warnings
+
+import torch
+import torch.nn as nn
+
+from bench.common import print_table
+
+BATCH = 8
+
+
+def _resnet50():
+    import torchvision
+
+    return torchvision.models.resnet50()
+
+
+def _mlp(depth: int = 100, width: int = 64) -> nn.Module:
+    """Many small layers: where per-module hook costs show most."""
+    layers = []
+    for _ in range(depth):
+        layers += [nn.Linear(width, width), nn.ReLU()]
+    return nn.Sequential(*layers, nn.Linear(width, 10))
+
+
+def _transformer() -> nn.Module:
+    class Classifier(nn.Module):
+        def __init__(self):
+            super().__init__()
+            layer = nn.TransformerEncoderLayer(256, 4, 1024, batch_first=True)
+            self.encoder = nn.TransformerEncoder(layer, 6, enable_nested_tensor=False)
+            self.head = nn.Linear(256, 10)
+
+        def forward(self, x):
+            return self.head(self.encoder(x).mean(1))
+
+    return Classifier()
+
+
+def _data(model_name: str):
+    gen = torch.Generator().manual_seed(0)
+    if model_name == "tokens":
+        return torch.randn(BATCH, 64, 256, generator=gen), torch.randint(0, 10, (BATCH,), generator=gen)
+    if model_name == "resnet50":
+        return torch.randn(BATCH, 3, 224, 224, generator=gen), torch.randint(0, 1000, (BATCH,), generator=gen)
+    return torch.randn(BATCH, 64, generator=gen), torch.randint(0, 10, (BATCH,), generator=gen)
+
+
+def _step(model, opt, x, y) -> None:
+    nn.functional.cross_entropy(model(x), y).backward()
+    opt.step()
+    opt.zero_grad()
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _cpu_timed(fn) -> tuple[float, float]:
+    """(CPU seconds of this process, wall seconds) for one call."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    fn()
+    return time.process_time() - cpu, time.perf_counter() - wall
+
+
+def _medians(samples: list[tuple[float, float]]) -> tuple[float, float]:
+    return statistics.median(c for c, _ in samples), statistics.median(w for _, w in samples)
+
+
+def watch_overhead(rounds: int = 6) -> None:
+    import modscope
+
+    rows = []
+    for name, build, data in (("resnet50", _resnet50, "resnet50"), ("mlp 100x Linear(64)", _mlp, "mlp")):
+        model = build()
+        x, y = _data(data)
+        opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+        _step(model, opt, x, y)  # warm-up: allocations, momentum buffers
+        variants = {
+            "unwatched": lambda: contextlib.nullcontext(),
+            "watched, step = backward": lambda: modscope.watch_gradients(model),
+            "watched, step = optimizer.step()": lambda: modscope.watch_gradients(model, optimizer=opt),
+        }
+        times: dict[str, list[tuple[float, float]]] = {v: [] for v in variants}
+        for _ in range(rounds):  # variants take turns, so slow drifts of a shared machine hit all alike
+            for variant, make in variants.items():
+                with make() as watch:  # entering and leaving are outside the timed step
+                    times[variant].append(_cpu_timed(lambda: _step(model, opt, x, y)))
+                if watch is not None:
+                    report_seconds = _timed(watch.report)
+        base, _ = _medians(times["unwatched"])
+        for variant, samples in times.items():
+            cpu, wall = _medians(samples)
+            rows.append([name, variant, cpu * 1e3, wall * 1e3,
+                         "" if variant == "unwatched" else f"{(cpu / base - 1) * 100:+.1f}%"])
+        rows.append([name, "watch.report() after one step", "", report_seconds * 1e3, ""])
+    print_table(
+        f"watch_gradients: one SGD training step, CPU (1 thread), batch {BATCH}, median of {rounds} alternating "
+        "rounds (target: under +10%)",
+        ["model", "variant", "CPU ms per step", "wall ms", "overhead (CPU)"],
+        rows,
+    )
+
+
+def timing_overhead(repeat: int = 5) -> None:
+    import modscope
+
+    rows = []
+    for name, build, data in (("resnet50", _resnet50, "resnet50"), ("mlp 100x Linear(64)", _mlp, "mlp")):
+        model = build()
+        x, _ = _data(data)
+        start = time.perf_counter()
+        report = modscope.time_layers(model, x, backward=True, warmup=2, repeat=repeat)
+        total = time.perf_counter() - start
+        for label, p in (("forward", report.forward), ("backward", report.backward)):
+            rows.append([name, label, p.bare.median / 1e6, p.hooked.median / 1e6,
+                         f"{(p.hooked.median / p.bare.median - 1) * 100:+.1f}%", f"{p.coverage:.0%}"])
+        modules = len(report.layers)
+        rows.append([name, f"whole time_layers call ({modules} modules, {2 * (2 + repeat)} iterations)",
+                     "", total * 1e3, "", ""])
+    print_table(
+        f"time_layers: pass times without hooks vs while timing every module, CPU, batch {BATCH}, "
+        f"median of {repeat}",
+        ["model", "pass", "unhooked ms", "hooked ms", "overhead", "per-layer sum / unhooked"],
+        rows,
+    )
+
+
+def nan_tracing(rounds: int = 5) -> None:
+    import modscope
+
+    def anomaly():
+        return torch.autograd.detect_anomaly(check_nan=True)
+
+    rows = []
+    models = (("resnet50", _resnet50, "resnet50"), ("mlp 100x Linear(64)", _mlp, "mlp"),
+              ("transformer 6x256", _transformer, "tokens"))
+    for name, build, data in models:
+        model = build()
+        x, y = _data(data)
+        opt = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: every round sees the same weights
+        _step(model, opt, x, y)
+        variants = {
+            "plain": contextlib.nullcontext,
+            "modscope.detect_nonfinite": lambda: modscope.detect_nonfinite(model),
+            "torch.autograd.detect_anomaly": anomaly,
+        }
+        times: dict[str, list[tuple[float, float]]] = {v: [] for v in variants}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # detect_anomaly warns that it slows things down
+            for _ in range(rounds):
+                for variant, make in variants.items():
+                    with make():
+                        times[variant].append(_cpu_timed(lambda: _step(model, opt, x, y)))
+        base, _ = _medians(times["plain"])
+        ours, _ = _medians(times["modscope.detect_nonfinite"])
+        for variant, samples in times.items():
+            cpu, wall = _medians(samples)
+            extra = cpu - base
+            rows.append([name, variant, cpu * 1e3, wall * 1e3, f"{(cpu / base - 1) * 100:+.0f}%",
+                         "" if variant == "plain" else f"{extra / (ours - base):.1f}x" if ours > base else "-"])
+    print_table(
+        f"NaN/Inf tracing: one training step (forward + backward), CPU (1 thread), batch {BATCH}, median of "
+        f"{rounds} alternating rounds",
+        ["model", "variant", "CPU ms per step", "wall ms", "overhead", "overhead vs detect_nonfinite's"],
+        rows,
+    )
+
+
+def finiteness_checks(repeat: int = 20) -> None:
+    """Why detect_nonfinite uses aminmax: exact (NaN propagates, +-Inf is the max/min) and one reduction."""
+    rows = []
+    for shape in ((8, 256, 56, 56), (8, 2048, 7, 7), (2048, 512)):
+        t = torch.randn(shape)
+        checks = {
+            "torch.isfinite(t).all()": lambda: torch.isfinite(t).all(),
+            "torch.aminmax(t)": lambda: torch.aminmax(t),
+        }
+        times = {}
+        for name, fn in checks.items():
+            fn()
+            times[name] = statistics.median(_timed(fn) for _ in range(repeat))
+        rows.append(["x".join(map(str, shape)), *(v * 1e3 for v in times.values()),
+                     times["torch.isfinite(t).all()"] / times["torch.aminmax(t)"]])
+    print_table(
+        f"One finiteness check on CPU, median of {repeat} (ms)",
+        ["tensor", "isfinite().all() ms", "aminmax ms", "ratio"],
+        rows,
+    )
+
+
+def main() -> None:
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    watch_overhead()
+    timing_overhead()
+    nan_tracing()
+    finiteness_checks()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,200 @@
+"""Commands for training-time debugging: grads (gradient flow), nan (NaN/Inf tracing), time (per-layer timing)."""
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from modscope.cli.app import app
+from modscope.cli.common import (
+    ArgOpt,
+    ArgsJsonOpt,
+    DebugOpt,
+    InputOpt,
+    InputsFnOpt,
+    JsonOpt,
+    KeyOpt,
+    KwargOpt,
+    Target,
+    TrustOpt,
+    WeightsOpt,
+    emit,
+    load_target,
+    reporting_errors,
+)
+from modscope.errors import EXIT_FINDINGS, UsageError
+
+
+class Loss(str, Enum):  # mirrors modscope.collect.loss.LossKind without importing torch at start-up
+    SUM = "sum"
+    MEAN = "mean"
+    CROSS_ENTROPY = "cross-entropy"
+
+
+LossOpt = Annotated[
+    Loss,
+    typer.Option("--loss", help="How the output becomes a scalar: sum, mean, or cross-entropy (first output = "
+                 "logits (N, C, ...))."),
+]
+LossTargetOpt = Annotated[
+    Optional[str],
+    typer.Option("--target", help="Cross-entropy class indices as SHAPE:DTYPE[low,high), e.g. 8:int64[0,10) "
+                 "(default: random classes).", show_default=False),
+]
+
+
+def _model_and_inputs(target, arg, args_json, trust, weights, key, input, kwarg, inputs_fn, command: str):
+    from modscope.inputs import build_inputs
+
+    model_inputs = build_inputs(input or (), kwarg or (), inputs_fn)
+    if model_inputs is None:
+        raise UsageError(
+            f"{command} runs the model: give its input with --input SHAPE[:DTYPE] (e.g. --input 1,3,224,224), "
+            "--kwarg name=SHAPE or --inputs file.py:make_inputs"
+        )
+    return load_target(target, arg, args_json, trust, weights=weights, key=key), model_inputs
+
+
+def _loss_target(spec: str | None, loss: Loss):
+    if spec is None:
+        return None
+    if loss is not Loss.CROSS_ENTROPY:
+        raise UsageError("--target applies to --loss cross-entropy only")
+    from modscope.inputs import parse_tensor_spec
+
+    return parse_tensor_spec(spec).make()
+
+
+@app.command()
+def grads(
+    target: Target,
+    arg: ArgOpt = None,
+    args_json: ArgsJsonOpt = None,
+    trust: TrustOpt = False,
+    weights: WeightsOpt = None,
+    key: KeyOpt = None,
+    input: InputOpt = None,
+    kwarg: KwargOpt = None,
+    inputs: InputsFnOpt = None,
+    loss: LossOpt = Loss.MEAN,
+    loss_target: LossTargetOpt = None,
+    vanishing: Annotated[float, typer.Option("--vanishing", help="A gradient norm below this is vanishing.")] = 1e-8,
+    exploding: Annotated[float, typer.Option("--exploding", help="A gradient norm above this is exploding.")] = 1e3,
+    plot: Annotated[
+        Optional[Path], typer.Option("--plot", help="Also draw the gradient flow into FILE.png/.svg/.pdf "
+                                     "(needs matplotlib: pip install 'modscope[plot]').", show_default=False)
+    ] = None,
+    params: Annotated[bool, typer.Option("--params", help="List every parameter, not only the layers.")] = False,
+    json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Gradient flow after one forward and backward pass; exit 1 on missing, zero or non-finite gradients.
+
+    Every parameter gets a verdict: ok, frozen, no_grad, zero, vanishing, exploding or nonfinite. Frozen
+    parameters are not problems; vanishing/exploding are warnings. .grad is left untouched.
+    """
+    with reporting_errors(debug):
+        import modscope
+        from modscope.render.grads import grads_view
+        from modscope.report.grads import GradThresholds
+
+        if not 0 <= vanishing < exploding:
+            raise UsageError("--vanishing must be >= 0 and below --exploding")
+        model, model_inputs = _model_and_inputs(
+            target, arg, args_json, trust, weights, key, input, kwarg, inputs, "grads"
+        )
+        report = modscope.grads(
+            model, model_inputs, loss=loss.value, target=_loss_target(loss_target, loss),
+            thresholds=GradThresholds(vanishing=vanishing, exploding=exploding), name=target,
+        )
+        if plot is not None:
+            from modscope.render.grad_plot import save_grad_plot
+
+            sys.stderr.write(f"modscope: wrote {save_grad_plot(report, plot)}\n")
+        emit(report, as_json=json, view=grads_view(report, params=params))
+    if not report.ok:
+        raise typer.Exit(EXIT_FINDINGS)
+
+
+@app.command()
+def nan(
+    target: Target,
+    arg: ArgOpt = None,
+    args_json: ArgsJsonOpt = None,
+    trust: TrustOpt = False,
+    weights: WeightsOpt = None,
+    key: KeyOpt = None,
+    input: InputOpt = None,
+    kwarg: KwargOpt = None,
+    inputs: InputsFnOpt = None,
+    loss: LossOpt = Loss.MEAN,
+    loss_target: LossTargetOpt = None,
+    backward: Annotated[bool, typer.Option("--backward/--no-backward", help="Also trace gradients.")] = True,
+    json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """The first NaN/Inf in forward and in backward; exit 1 when one is found.
+
+    Names the first module whose output is non-finite, with statistics of its inputs, and the first module
+    whose gradient becomes non-finite.
+    """
+    with reporting_errors(debug):
+        import modscope
+
+        model, model_inputs = _model_and_inputs(
+            target, arg, args_json, trust, weights, key, input, kwarg, inputs, "nan"
+        )
+        report = modscope.find_nonfinite(
+            model, model_inputs, loss=loss.value, target=_loss_target(loss_target, loss), backward=backward,
+            name=target,
+        )
+        emit(report, as_json=json)
+    if not report.ok:
+        raise typer.Exit(EXIT_FINDINGS)
+
+
+class Device(str, Enum):
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+@app.command()
+def time(
+    target: Target,
+    arg: ArgOpt = None,
+    args_json: ArgsJsonOpt = None,
+    trust: TrustOpt = False,
+    weights: WeightsOpt = None,
+    key: KeyOpt = None,
+    input: InputOpt = None,
+    kwarg: KwargOpt = None,
+    inputs: InputsFnOpt = None,
+    device: Annotated[Device, typer.Option("--device", help="Where to run: cpu, or cuda (the current GPU).")] = Device.CPU,
+    backward: Annotated[bool, typer.Option("--backward", help="Also time each module's backward.")] = False,
+    loss: LossOpt = Loss.MEAN,
+    loss_target: LossTargetOpt = None,
+    warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed runs first.")] = 3,
+    repeat: Annotated[int, typer.Option("--repeat", min=1, help="Timed runs (median and p90 over them).")] = 10,
+    top: Annotated[int, typer.Option("--top", min=0, help="Show the K slowest modules (0: all).")] = 20,
+    json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Per-module self and total time, forward and optionally backward, slowest first.
+
+    CPU times come from perf_counter_ns, GPU times from CUDA events (one synchronisation per iteration).
+    """
+    with reporting_errors(debug):
+        import modscope
+        from modscope.render.timing import timing_view
+
+        model, model_inputs = _model_and_inputs(
+            target, arg, args_json, trust, weights, key, input, kwarg, inputs, "time"
+        )
+        report = modscope.time_layers(
+            model, model_inputs, device=device.value, backward=backward, warmup=warmup, repeat=repeat,
+            loss=loss.value, target=_loss_target(loss_target, loss), name=target,
+        )
+        emit(report, as_json=json, view=timing_view(report, top=top or None))

@@ -1,0 +1,54 @@
+"""Rich renderable for per-layer timing: the slowest modules first, then how the layers add up."""
+from __future__ import annotations
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from modscope._format import millis
+from modscope.report.timing import PassTiming, TimingReport
+
+
+def timing_view(report: TimingReport, *, top: int | None = 20) -> Group:
+    """The ``top`` slowest modules by self time (all with None) and a comparison with unhooked passes."""
+    backward = report.backward is not None
+    header = Text.assemble(
+        ("Layer times ", "bold"), (report.model.type, "cyan"),
+        f"  device {report.device}, {report.clock} (resolution {report.resolution_ns:.0f} ns), "
+        f"median and p90 of {report.repeat} runs after {report.warmup} warm-up",
+    )
+    shown = report.layers if top is None else report.layers[:top]
+    table = Table(show_edge=False, title_justify="left",
+                  title=f"Slowest {len(shown)} of {len(report.layers)} modules by self time (ms)")
+    table.add_column("module", overflow="fold")
+    columns = ["calls", "fwd self", "p90", "fwd total", "share"]
+    if backward:
+        columns += ["bwd self", "p90 ", "bwd total", "share "]
+    for col in columns:
+        table.add_column(col, justify="right", no_wrap=True)
+    for t in shown:
+        flag = "~" if t.below_resolution else ""
+        module = Text.assemble(t.name or "(root)", (f" {t.type}", "dim"))
+        row = [module, str(t.calls), flag + millis(t.forward_self.median),
+               millis(t.forward_self.p90), millis(t.forward_total.median), f"{t.forward_share:.1%}"]
+        if backward:
+            b = t.backward_self
+            row += [millis(b and b.median), millis(b and b.p90),
+                    millis(t.backward_total and t.backward_total.median),
+                    "-" if t.backward_share is None else f"{t.backward_share:.1%}"]
+        table.add_row(*row)
+    parts = [header, table, _pass_line("forward", report.forward)]
+    if report.backward is not None:
+        parts.append(_pass_line("backward", report.backward))
+    if any(t.below_resolution for t in shown):
+        parts.append(Text("~ below the timer's resolution: treat as about zero", style="dim"))
+    return Group(*parts)
+
+
+def _pass_line(name: str, p: PassTiming) -> Text:
+    return Text(
+        f"{name}: unhooked {millis(p.bare.median)} ms (p90 {millis(p.bare.p90)}), while timing layers "
+        f"{millis(p.hooked.median)} ms; per-layer self times add up to {millis(p.layer_sum)} ms = "
+        f"{p.coverage:.0%} of the unhooked pass",
+        style="dim",
+    )

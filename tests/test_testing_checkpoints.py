@@ -10,7 +10,7 @@ from examples.catalog import get
 from modscope.errors import UsageError
 from modscope.testing import assert_state_dict_roundtrip
 from tests.contract import failure, passes
-from tests.test_testing_structure import TinyLM
+from tests.testing_models import TinyLM
 
 
 def test_roundtrip_passes_on_real_models_with_outputs():

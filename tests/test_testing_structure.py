@@ -19,23 +19,9 @@ from modscope.testing import (
     assert_tied,
 )
 from tests.contract import failure, passes
+from tests.testing_models import TinyLM
 
 pytest_plugins = ["pytester"]
-
-
-class TinyLM(nn.Module):
-    """A token model whose output head shares the embedding matrix (GPT-2 style weight tying)."""
-
-    def __init__(self, vocab: int = 100, dim: int = 16, tie: bool = True):
-        super().__init__()
-        self.embed = nn.Embedding(vocab, dim)
-        self.block = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU())
-        self.head = nn.Linear(dim, vocab, bias=False)
-        if tie:
-            self.head.weight = self.embed.weight
-
-    def forward(self, ids):
-        return self.head(self.block(self.embed(ids)))
 
 
 def test_param_count_passes_on_resnet18():

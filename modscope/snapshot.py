@@ -89,9 +89,9 @@ def diff_snapshots(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         if not (isinstance(a, dict) and isinstance(b, dict)):
             out.append(f"{section}: {_show(a)} -> {_show(b)}")
             continue
-        lines = [f"  - {k}: {v}" for k, v in a.items() if k not in b]
-        lines += [f"  + {k}: {v}" for k, v in b.items() if k not in a]
-        lines += [f"  ~ {k}: {a[k]} -> {b[k]}" for k in b if k in a and a[k] != b[k]]
+        lines = [f"  - {k}: {_show(v)}" for k, v in a.items() if k not in b]
+        lines += [f"  + {k}: {_show(v)}" for k, v in b.items() if k not in a]
+        lines += [f"  ~ {k}: {_show(a[k])} -> {_show(b[k])}" for k in b if k in a and a[k] != b[k]]
         counts = _counts(lines)
         out.append(f"{section} ({counts}):")
         out.extend(lines)
@@ -211,7 +211,9 @@ def _counts(lines: list[str]) -> str:
 
 
 def _show(value: Any) -> str:
-    return json.dumps(value) if not isinstance(value, str) else value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _relative(path: Path, root: Path) -> str:

@@ -40,6 +40,18 @@ def test_param_count_failure_names_the_numbers_and_where_they_live():
     assert "fc Linear 513,000" in words
 
 
+def test_param_count_breakdown_looks_inside_a_single_wrapper():
+    message = failure(assert_param_count, get("lenet").build(), 60_000)  # LeNet wraps one nn.Sequential
+    assert message.splitlines()[1:] == [  # only modules that hold parameters
+        "  parameters by submodule:",
+        "    net.0   Conv2d     156",
+        "    net.3   Conv2d   2,416",
+        "    net.7   Linear  48,120",
+        "    net.9   Linear  10,164",
+        "    net.11  Linear     850",
+    ]
+
+
 def test_param_count_trainable_and_frozen():
     model = get("resnet18_finetune").build()  # frozen backbone, trainable layer4 + 5-class head
     passes(assert_param_count, model, 8_393_728 + 2_565, trainable=True)
@@ -48,7 +60,8 @@ def test_param_count_trainable_and_frozen():
     assert message.startswith("ResNet has 8,396,293 trainable parameters, expected 11,179,077")
     assert "trainable parameters by submodule:" in message
     words = " ".join(message.split())
-    assert "layer1 Sequential 0" in words and "layer4 Sequential 8,393,728" in words and "fc Linear 2,565" in words
+    assert "layer4 Sequential 8,393,728" in words and "fc Linear 2,565" in words
+    assert "layer1" not in words  # modules without trainable parameters are left out
 
 
 def test_param_count_counts_tied_weights_once():

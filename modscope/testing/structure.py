@@ -43,7 +43,7 @@ def assert_param_count(
     within = f" ± {allowed:,.0f}" if allowed else ""
     fail(
         f"{_label(model)} has {actual:,} {kind}parameters, expected {expected:,}{within}: {diff:+,}{pct}",
-        [f"{kind}parameters by submodule:"] + _breakdown(report, trainable),
+        _breakdown(report, trainable, f"{kind}parameters by submodule:"),
         limit=16,
     )
 
@@ -133,23 +133,29 @@ def _label(model: nn.Module) -> str:
     return type(model).__name__
 
 
-def _breakdown(report: SummaryReport, trainable: bool | None) -> list[str]:
-    """One line per direct child of the root (and the root's own tensors): type and count."""
-    root = report.module("")
+def _breakdown(report: SummaryReport, trainable: bool | None, title: str) -> list[str]:
+    """One line per child of the root (or of the first module with several children, when the root merely
+    wraps one) and one for the parent's own tensors: type and count."""
 
     def count(info) -> int:
         if trainable is None:
             return info.params_total
         return info.trainable_total if trainable else info.params_total - info.trainable_total
 
+    root = report.module("")
     own = count(root) - sum(count(report.module(c)) for c in root.children)
+    while len(root.children) == 1 and not own:
+        root = report.module(root.children[0])
+        own = count(root) - sum(count(report.module(c)) for c in root.children)
     rows = [(c, report.module(c).type, count(report.module(c))) for c in root.children]
-    if own or not rows:
-        rows.insert(0, ("(own)", root.type, own))
+    rows = [(f"{root.name or '(root)'} (own)", root.type, own)] + rows
+    rows = [row for row in rows if row[2]]  # modules without such parameters are noise here
+    if not rows:
+        return []
     name_w = max(len(name) for name, _, _ in rows)
     type_w = max(len(kind) for _, kind, _ in rows)
     num_w = max(len(f"{n:,}") for _, _, n in rows)
-    return [f"  {name:<{name_w}}  {kind:<{type_w}}  {n:>{num_w},}" for name, kind, n in rows]
+    return [title] + [f"  {name:<{name_w}}  {kind:<{type_w}}  {n:>{num_w},}" for name, kind, n in rows]
 
 
 def _tensor(model: nn.Module, name: str) -> torch.Tensor:

@@ -148,7 +148,7 @@ def _breakdown(report: SummaryReport, trainable: bool | None, title: str) -> lis
         root = report.module(root.children[0])
         own = count(root) - sum(count(report.module(c)) for c in root.children)
     rows = [(c, report.module(c).type, count(report.module(c))) for c in root.children]
-    rows = [(f"{root.name or '(root)'} (own)", root.type, own)] + rows
+    rows = [(f"{root.name} (own)" if root.name else "(own)", root.type, own)] + rows
     rows = [row for row in rows if row[2]]  # modules without such parameters are noise here
     if not rows:
         return []

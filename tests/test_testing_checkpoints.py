@@ -5,10 +5,11 @@ import pytest
 import torch
 import torch.nn as nn
 import torchvision
+from safetensors.torch import save_file
 
 from examples.catalog import get
 from modscope.errors import UsageError
-from modscope.testing import assert_state_dict_roundtrip
+from modscope.testing import assert_state_dict_compatible, assert_state_dict_roundtrip
 from tests.contract import failure, passes
 from tests.testing_models import TinyLM
 
@@ -84,3 +85,40 @@ def test_roundtrip_refuses_lazy_models_and_unknown_formats():
         assert_state_dict_roundtrip(lazy)
     with pytest.raises(UsageError, match="unknown \\['onnx'\\]"):
         assert_state_dict_roundtrip(get("lenet").build(), formats=["onnx"])
+
+
+def test_compatible_passes_for_files_nested_checkpoints_dicts_and_models(tmp_path):
+    model = torchvision.models.resnet18()
+    torch.save({"state_dict": model.state_dict(), "epoch": 3}, tmp_path / "last.ckpt")  # Lightning-style
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp_path / "model.safetensors")
+    passes(assert_state_dict_compatible, model, tmp_path / "last.ckpt")
+    passes(assert_state_dict_compatible, model, str(tmp_path / "last.ckpt"), key="state_dict")
+    passes(assert_state_dict_compatible, model, str(tmp_path / "model.safetensors"))
+    passes(assert_state_dict_compatible, model, model.state_dict())
+    passes(assert_state_dict_compatible, model, torchvision.models.resnet18())
+
+
+def test_compatible_failure_suggests_stripping_a_ddp_prefix(tmp_path):
+    model = torchvision.models.resnet18()
+    path = tmp_path / "ddp.pt"
+    torch.save({f"module.{k}": v for k, v in model.state_dict().items()}, path)
+    message = failure(assert_state_dict_compatible, model, str(path))
+    lines = message.splitlines()
+    assert lines[0] == f"{path} (torch) does not load into ResNet: 102 missing, 122 unexpected"
+    assert lines[1] == "  suggestion: strip 'module.' in the checkpoint's keys (fixes 122 key(s); then it loads cleanly)"
+    assert lines[2].startswith("  missing from the checkpoint (102): conv1.weight, bn1.weight, bn1.bias,")
+    assert lines[2].endswith(" and 97 more")
+    assert lines[3].startswith("  unexpected in the checkpoint (122): module.conv1.weight, ")
+
+
+def test_compatible_failure_names_shape_mismatches_and_missing_keys():
+    released = torchvision.models.resnet18().state_dict()
+    model = torchvision.models.resnet18(num_classes=10)
+    model.aux = nn.Linear(512, 2)
+    message = failure(assert_state_dict_compatible, model, released)
+    assert message.splitlines() == [
+        "state dict (in memory) does not load into ResNet: 2 missing, 2 shape mismatch(es)",
+        "  missing from the checkpoint (2): aux.weight, aux.bias",
+        "  fc.weight: model (10, 512) vs checkpoint (1000, 512)",
+        "  fc.bias: model (10,) vs checkpoint (1000,)",
+    ]

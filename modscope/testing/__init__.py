@@ -8,7 +8,7 @@ offending parameters/modules and the numbers, and leaves the model as it found i
 The ``modscope_snapshot`` fixture (architecture snapshots) comes with the pytest plugin, ``modscope.plugin``.
 """
 from modscope.testing.behaviour import assert_deterministic, assert_output_shape, assert_unchanged_by
-from modscope.testing.checkpoints import assert_state_dict_roundtrip
+from modscope.testing.checkpoints import assert_state_dict_compatible, assert_state_dict_roundtrip
 from modscope.testing.structure import (
     assert_devices,
     assert_dtypes,
@@ -24,6 +24,7 @@ __all__ = [
     "assert_no_shared_params",
     "assert_output_shape",
     "assert_param_count",
+    "assert_state_dict_compatible",
     "assert_state_dict_roundtrip",
     "assert_tied",
     "assert_unchanged_by",

@@ -25,6 +25,13 @@ def truncated(lines: list[str], limit: int = MAX_LINES) -> list[str]:
     return lines[: limit - 1] + [f"... and {len(lines) - limit + 1} more"]
 
 
+def listing(names, limit: int = 5) -> str:
+    """'a, b, c, d, e and 7 more'."""
+    names = list(names)
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
 def leaves(value: Any, path: str = "output") -> Iterator[tuple[str, Any]]:
     """(path, leaf) pairs of a nested output: ``output[0]``, ``output['logits']``, ``output.hidden``."""
     if isinstance(value, torch.Tensor):

@@ -4,14 +4,14 @@ from __future__ import annotations
 import copy
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
 import torch.nn as nn
 
 from modscope.errors import UsageError
 from modscope.static import summary
-from modscope.testing._compare import fail, tensor_difference, value_differences
+from modscope.testing._compare import fail, listing, tensor_difference, value_differences
 from modscope.testing._model import named_tensors, run_forward
 
 FORMATS = ("torch", "safetensors")
@@ -62,6 +62,58 @@ def assert_state_dict_roundtrip(
     if problems:
         hints = [f"possible cause: {w.message}" for w in report.warnings if w.code == "unregistered_tensor"]
         fail(f"{type(model).__name__} does not survive a state_dict round trip", problems + hints, limit=12)
+
+
+def assert_state_dict_compatible(
+    model: nn.Module, checkpoint: Any, *, key: str | None = None, trust: bool = False
+) -> None:
+    """``model.load_state_dict(<checkpoint>, strict=True)`` would succeed: no missing or unexpected keys and no
+    shape mismatches. A dry run over the checkpoint's metadata (``modscope.check``): the model is untouched
+    and tensor values are not read.
+
+    ``checkpoint``: a path in any format ``modscope.open_checkpoint`` reads, a state dict, or an nn.Module;
+    ``key`` picks the state dict inside a nested checkpoint (``"state_dict"``, ``"model"``, ``"ema"``).
+
+    >>> assert_state_dict_compatible(model, "checkpoints/release-1.0.safetensors")
+    """
+    __tracebackhide__ = True
+    from modscope.compare import check
+
+    report = check(model, _checkpoint_source(checkpoint), key=key, trust=trust)
+    if report.ok:
+        return
+    counts = [
+        f"{len(names)} {what}"
+        for what, names in (("missing", report.missing), ("unexpected", report.unexpected),
+                            ("shape mismatch(es)", report.shape_mismatches))
+        if names
+    ]  # fmt: skip
+    where = report.checkpoint.path + (f" [{report.checkpoint.key}]" if report.checkpoint.key else "")
+    lines = []
+    fix = report.suggestion
+    if fix is not None:
+        action = " and ".join(x for x in (fix.strip and f"strip {fix.strip!r}", fix.add and f"add {fix.add!r}") if x)
+        after = "then it loads cleanly" if fix.clean else "some differences remain"
+        lines.append(f"suggestion: {action} in the checkpoint's keys (fixes {fix.fixes} key(s); {after})")
+    if report.missing:
+        lines.append(f"missing from the checkpoint ({len(report.missing)}): {listing(report.missing)}")
+    if report.unexpected:
+        lines.append(f"unexpected in the checkpoint ({len(report.unexpected)}): {listing(report.unexpected)}")
+    for m in report.shape_mismatches:
+        model_shape = "?" if m.model_shape is None else tuple(m.model_shape)
+        lines.append(f"{m.key}: model {model_shape} vs checkpoint {tuple(m.checkpoint_shape)}")
+    fail(f"{where} ({report.checkpoint.format}) does not load into {report.model.type}: {', '.join(counts)}", lines)
+
+
+def _checkpoint_source(checkpoint: Any):
+    """Paths and modules as they are; an in-memory state dict as a Checkpoint over its tensors."""
+    if isinstance(checkpoint, Mapping):
+        from modscope.checkpoint import Checkpoint
+        from modscope.checkpoint.memory import TensorDictReader
+
+        tensors = {k: v for k, v in checkpoint.items() if isinstance(v, torch.Tensor)}
+        return Checkpoint(TensorDictReader("state dict", tensors, fmt="in memory"))
+    return checkpoint
 
 
 def _save_torch(model: nn.Module, fresh: nn.Module, path: Path) -> dict[str, torch.Tensor]:

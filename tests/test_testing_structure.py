@@ -19,7 +19,7 @@ from modscope.testing import (
     assert_tied,
 )
 from tests.contract import failure, passes
-from tests.testing_models import TinyLM
+from tests.testing_models import tiny_gpt
 
 pytest_plugins = ["pytester"]
 
@@ -65,8 +65,9 @@ def test_param_count_trainable_and_frozen():
 
 
 def test_param_count_counts_tied_weights_once():
-    passes(assert_param_count, TinyLM(), 100 * 16 + 2 * 16 + 16 * 16 + 16)
-    assert "expected 1:" in failure(assert_param_count, TinyLM(), 1)
+    passes(assert_param_count, tiny_gpt(), 168_192)
+    passes(assert_param_count, tiny_gpt(tie=False), 168_192 + 64_000)
+    assert "TinyGPT has 168,192 parameters, expected 1:" in failure(assert_param_count, tiny_gpt(), 1)
 
 
 def test_param_count_refuses_uninitialized_lazy_parameters():
@@ -79,13 +80,15 @@ def test_param_count_refuses_uninitialized_lazy_parameters():
 
 def test_no_shared_params_passes_on_untied_models():
     passes(assert_no_shared_params, torchvision.models.resnet18())
-    passes(assert_no_shared_params, TinyLM(tie=False))
+    passes(assert_no_shared_params, tiny_gpt(tie=False))
 
 
 def test_no_shared_params_failure_lists_each_group():
-    message = failure(assert_no_shared_params, TinyLM())
-    assert message.splitlines()[0] == "TinyLM shares parameters in 1 place(s):"
-    assert "embed.weight = head.weight  (one tensor under several names)  (100, 16) float32, 1,600 elements" in message
+    message = failure(assert_no_shared_params, tiny_gpt())
+    assert message.splitlines() == [
+        "TinyGPT shares parameters in 1 place(s):",
+        "  tok.weight = head.weight  (one tensor under several names)  (1000, 64) float32, 64,000 elements",
+    ]
 
 
 def test_no_shared_params_sees_storage_aliases():
@@ -101,40 +104,39 @@ def test_no_shared_params_ignores_reused_parameterless_modules():
 
 
 def test_tied_passes_for_tied_names():
-    passes(assert_tied, TinyLM(), "embed.weight", "head.weight")
-    passes(assert_tied, TinyLM(), "head.weight", "embed.weight")
+    passes(assert_tied, tiny_gpt(), "tok.weight", "head.weight")
+    passes(assert_tied, tiny_gpt(), "head.weight", "tok.weight")
 
 
 def test_tied_failure_for_a_copy_says_it_will_drift():
-    model = TinyLM(tie=False)
-    with torch.no_grad():
-        model.head.weight.copy_(model.embed.weight)
-    message = failure(assert_tied, model, "embed.weight", "head.weight")
-    assert message.splitlines()[0] == "TinyLM: embed.weight, head.weight are not tied (2 separate tensors)"
-    assert "embed.weight: Parameter (100, 16) float32" in message
-    assert "head.weight: Parameter (100, 16) float32" in message
-    assert "separate copies and will drift apart in training" in message
+    message = failure(assert_tied, tiny_gpt(tie=False), "tok.weight", "head.weight")
+    assert message.splitlines() == [
+        "TinyGPT: tok.weight, head.weight are not tied (2 separate tensors)",
+        "  tok.weight: Parameter (1000, 64) float32",
+        "  head.weight: Parameter (1000, 64) float32",
+        "  their values are equal now, but they are separate copies and will drift apart in training",
+    ]
 
 
 def test_tied_failure_for_unrelated_tensors_and_views():
     message = failure(assert_tied, torchvision.models.resnet18(), "conv1.weight", "fc.weight")
     assert "conv1.weight: Parameter (64, 3, 7, 7) float32" in message and "fc.weight: Parameter (1000, 512)" in message
-    model = TinyLM(tie=False)
-    model.head.weight = nn.Parameter(model.embed.weight.data)  # same memory, another Parameter
+    model = tiny_gpt()
+    model.head.weight = nn.Parameter(model.tok.weight.data)  # same memory, another Parameter
     assert "distinct tensor objects: gradients and optimizer state are not shared" in failure(
-        assert_tied, model, "embed.weight", "head.weight"
+        assert_tied, model, "tok.weight", "head.weight"
     )
 
 
 def test_tied_unknown_name_suggests_close_matches():
-    message = failure(assert_tied, TinyLM(), "embed.weights", "head.weight")
-    assert message.splitlines()[0] == "TinyLM has no parameter or buffer named 'embed.weights'"
-    assert "did you mean 'embed.weight'" in message
+    message = failure(assert_tied, tiny_gpt(), "tok.weights", "head.weight")
+    assert message.splitlines()[0] == "TinyGPT has no parameter or buffer named 'tok.weights'"
+    assert "did you mean 'tok.weight'" in message
 
 
 def test_tied_needs_two_names():
     with pytest.raises(TypeError, match="at least two"):
-        assert_tied(TinyLM(), "embed.weight")
+        assert_tied(tiny_gpt(), "tok.weight")
 
 
 def test_devices_pass_and_fail_with_the_misplaced_tensors():

@@ -1,19 +1,15 @@
-"""Small models with one property the modscope.testing tests need (examples/ and torchvision cover the rest)."""
+"""Variants of the bundled examples that the modscope.testing tests need."""
 from __future__ import annotations
 
 import torch.nn as nn
 
+from examples.transformer import TinyGPT
 
-class TinyLM(nn.Module):
-    """A token model whose output head shares the embedding matrix (GPT-2 style weight tying)."""
 
-    def __init__(self, vocab: int = 100, dim: int = 16, tie: bool = True):
-        super().__init__()
-        self.embed = nn.Embedding(vocab, dim)
-        self.block = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU())
-        self.head = nn.Linear(dim, vocab, bias=False)
-        if tie:
-            self.head.weight = self.embed.weight
-
-    def forward(self, ids):
-        return self.head(self.block(self.embed(ids)))
+def tiny_gpt(tie: bool = True) -> TinyGPT:
+    """The bundled GPT (output head tied to the token embedding), two blocks deep; ``tie=False`` gives the
+    head its own copy of the matrix."""
+    model = TinyGPT(layers=2)
+    if not tie:
+        model.head.weight = nn.Parameter(model.tok.weight.detach().clone())
+    return model

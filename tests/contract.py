@@ -56,6 +56,26 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Bit-for-bit equal values, NaN equal to NaN."""
     if a.shape != b.shape or a.dtype != b.dtype:
         return False
-    if a.is_floating_point() or a.is_complex():
-        return torch.allclose(a, b, rtol=0, atol=0, equal_nan=True)
+    if a.is_floating_point() or a.is_complex():  # torch.equal first: one cheap pass when nothing is NaN
+        return torch.equal(a, b) or torch.allclose(a, b, rtol=0, atol=0, equal_nan=True)
     return torch.equal(a, b)
+
+
+def passes(assertion, model: torch.nn.Module, *args, **kwargs):
+    """Call a ``modscope.testing`` assertion that should pass; the model must come out untouched."""
+    before = snapshot(model)
+    result = assertion(model, *args, **kwargs)
+    assert_unchanged(model, before)
+    return result
+
+
+def failure(assertion, model: torch.nn.Module, *args, **kwargs) -> str:
+    """Call a ``modscope.testing`` assertion that should fail; return its message (the model must come out
+    untouched)."""
+    import pytest
+
+    before = snapshot(model)
+    with pytest.raises(AssertionError) as info:
+        assertion(model, *args, **kwargs)
+    assert_unchanged(model, before)
+    return str(info.value)

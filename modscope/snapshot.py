@@ -1,0 +1,223 @@
+"""Architecture snapshots: a golden file per test that records a model's structure, and a structural diff.
+
+A snapshot is JSON with one entry per line (diffs well in git): the model type, totals, every module
+(type and ``extra_repr``, in pre-order), every parameter/buffer (kind, shape, dtype), and with inputs the
+input and output shapes. Nothing machine-specific goes in: no devices, addresses, timings or values.
+
+The pytest fixture ``modscope_snapshot`` (``modscope.plugin``) is a thin door over ``SnapshotFixture``.
+torch is imported only when a snapshot is built, so loading the plugin costs nothing.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA = "modscope.snapshot/1"
+_ADDRESS = re.compile(r"\s*at 0x[0-9a-fA-F]+|0x[0-9a-fA-F]{6,}")
+_UNSAFE = re.compile(r"[^\w.\[\]=,+-]")
+MAX_DIFF_LINES = 40
+
+
+def build_snapshot(model, inputs: Any = None) -> dict[str, Any]:
+    """The snapshot of ``model`` as plain data (``inputs``: also record input and output shapes)."""
+    from modscope.static import summary
+    from modscope.testing._compare import leaves
+    from modscope.testing._model import run_forward
+
+    report = summary(model, check_values=False)
+    totals = report.totals
+    modules: dict[str, str] = {}
+    for info in report.modules:
+        extra = _ADDRESS.sub("", info.extra)
+        modules[info.name] = f"{info.type}({extra})"
+        modules.update({alias: f"= {info.name or '(root)'}" for alias in info.aliases})
+    tensors: dict[str, str] = {}
+    for info in (*report.parameters, *report.buffers):
+        tensors[info.name] = _tensor_line(info)
+        tensors.update({alias: f"= {info.name}" for alias in info.shared_with})
+    snap: dict[str, Any] = {
+        "schema": SCHEMA,
+        "model": report.model.type,
+        "totals": {
+            "params": totals.params,
+            "trainable": totals.trainable_params,
+            "buffers": totals.buffers,
+            "modules": totals.modules,
+        },
+        "modules": modules,
+        "tensors": tensors,
+    }
+    if inputs is not None:
+        from modscope.inputs import as_model_inputs
+
+        given = as_model_inputs(inputs)
+        output = run_forward(model, given)
+        named = [(f"args[{i}]", a) for i, a in enumerate(given.args)] + list(given.kwargs.items())
+        snap["inputs"] = {path: _leaf(v) for label, value in named for path, v in leaves(value, label)}
+        snap["outputs"] = {path: _leaf(v) for path, v in leaves(output, "output")}
+    return snap
+
+
+def render(snapshot: dict[str, Any]) -> str:
+    """JSON text with one entry per line inside each section, so a changed module is a one-line git diff."""
+    lines = ["{"]
+    items = list(snapshot.items())
+    for i, (key, value) in enumerate(items):
+        comma = "," if i < len(items) - 1 else ""
+        if isinstance(value, dict) and value:
+            lines.append(f"  {json.dumps(key)}: {{")
+            entries = list(value.items())
+            for j, (k, v) in enumerate(entries):
+                sep = "," if j < len(entries) - 1 else ""
+                lines.append(f"    {json.dumps(k, ensure_ascii=False)}: {json.dumps(v, ensure_ascii=False)}{sep}")
+            lines.append("  }" + comma)
+        else:
+            lines.append(f"  {json.dumps(key)}: {json.dumps(value, ensure_ascii=False)}{comma}")
+    return "\n".join(lines + ["}"]) + "\n"
+
+
+def diff_snapshots(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Readable structural differences, section by section: ``+`` added, ``-`` removed, ``~`` changed."""
+    out: list[str] = []
+    for section in dict.fromkeys([*old, *new]):
+        a, b = old.get(section), new.get(section)
+        if a == b:
+            continue
+        if not (isinstance(a, dict) and isinstance(b, dict)):
+            out.append(f"{section}: {_show(a)} -> {_show(b)}")
+            continue
+        lines = [f"  - {k}: {_show(v)}" for k, v in a.items() if k not in b]
+        lines += [f"  + {k}: {_show(v)}" for k, v in b.items() if k not in a]
+        lines += [f"  ~ {k}: {_show(a[k])} -> {_show(b[k])}" for k in b if k in a and a[k] != b[k]]
+        counts = _counts(lines)
+        out.append(f"{section} ({counts}):")
+        out.extend(lines)
+    return out
+
+
+@dataclass
+class SnapshotSession:
+    """What one pytest run did with snapshots (kept in ``config.stash``)."""
+
+    update: bool = False
+    written: list[Path] = field(default_factory=list)  # created because missing
+    rewritten: list[Path] = field(default_factory=list)  # changed under --modscope-update
+
+    def summary_lines(self, root: Path) -> list[str]:
+        out = []
+        for what, paths in (("wrote", self.written), ("updated", self.rewritten)):
+            if paths:
+                out.append(f"modscope: {what} {len(paths)} snapshot(s): " + ", ".join(_relative(p, root) for p in paths))
+        return out
+
+
+class SnapshotFixture:
+    """Golden architecture snapshots for one test, stored under ``<test dir>/__snapshots__/<test file>/``.
+
+    >>> def test_architecture(modscope_snapshot):
+    ...     modscope_snapshot.assert_match(Net(), inputs=torch.randn(1, 3, 32, 32))
+    """
+
+    def __init__(self, directory: Path, test_name: str, session: SnapshotSession, root: Path):
+        self.directory = directory
+        self.test_name = test_name
+        self.session = session
+        self.root = root
+        self._calls = 0
+
+    def path_for(self, name: str) -> Path:
+        return self.directory / f"{_UNSAFE.sub('_', name)}.json"
+
+    def assert_match(self, model, inputs: Any = None, name: str | None = None) -> None:
+        """Compare ``model``'s architecture with the stored snapshot (written when missing, rewritten with
+        ``--modscope-update``). Several calls in one test get ``<test>``, ``<test>.2``, ... unless named."""
+        __tracebackhide__ = True
+        self._calls += 1
+        if name is None:
+            name = self.test_name if self._calls == 1 else f"{self.test_name}.{self._calls}"
+        path = self.path_for(name)
+        new = build_snapshot(model, inputs)
+        if not path.exists() or self.session.update:
+            self._write(path, new)
+            return
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise AssertionError(
+                f"snapshot {_relative(path, self.root)} is unreadable ({exc}); rewrite it with --modscope-update"
+            ) from None
+        if old == new:
+            return
+        lines = diff_snapshots(old, new)
+        if len(lines) > MAX_DIFF_LINES:
+            lines = lines[: MAX_DIFF_LINES - 1] + [f"... and {len(lines) - MAX_DIFF_LINES + 1} more lines"]
+        raise AssertionError(
+            "\n".join(
+                [
+                    f"architecture of {new.get('model')} differs from snapshot {_relative(path, self.root)}",
+                    "(if the change is intended, rerun with --modscope-update and commit the snapshot)",
+                    *lines,
+                ]
+            )
+        )
+
+    def _write(self, path: Path, snapshot: dict[str, Any]) -> None:
+        text = render(snapshot)
+        existed = path.exists()
+        if existed and path.read_text(encoding="utf-8") == text:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        (self.session.rewritten if existed else self.session.written).append(path)
+
+
+def snapshot_directory(test_file: Path) -> Path:
+    """``tests/test_models.py`` -> ``tests/__snapshots__/test_models``."""
+    return test_file.parent / "__snapshots__" / test_file.stem
+
+
+def snapshot_name(nodeid: str) -> str:
+    """``tests/test_x.py::TestA::test_b[p]`` -> ``TestA.test_b[p]``."""
+    return ".".join(nodeid.split("::")[1:]) or nodeid
+
+
+def _tensor_line(info) -> str:
+    shape = "uninitialized" if info.shape is None else str(tuple(info.shape))
+    line = f"{info.kind.value} {shape} {info.dtype}"
+    if info.kind.value == "parameter" and not info.requires_grad:
+        line += " frozen"
+    if info.persistent is False:
+        line += " non-persistent"
+    return line
+
+
+def _leaf(value: Any) -> str:
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        return f"{tuple(value.shape)} {str(value.dtype).removeprefix('torch.')}"
+    return type(value).__name__
+
+
+def _counts(lines: list[str]) -> str:
+    marks = {"-": "removed", "+": "added", "~": "changed"}
+    parts = []
+    for mark, word in marks.items():
+        n = sum(1 for line in lines if line.startswith(f"  {mark} "))
+        if n:
+            parts.append(f"{n} {word}")
+    return ", ".join(parts)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)

@@ -1,0 +1,55 @@
+"""Running and reading a live model for the assertions, leaving it as it was found."""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+
+from modscope.collect.walk import join, visits
+from modscope.hooks import module_hooks, preserved_state
+from modscope.inputs import as_model_inputs
+from modscope.testing._compare import leaves
+
+PostHook = Callable[[str, nn.Module, tuple, dict, Any, "BaseException | None"], None]
+
+
+def run_forward(model: nn.Module, inputs: Any, *, seed: int = 0, post: PostHook | None = None) -> Any:
+    """One forward pass in eval mode under ``torch.no_grad()``, with the torch RNG seeded to ``seed`` (and the
+    global RNG state untouched). ``post`` is called after every module's forward (see ``module_hooks``).
+
+    Modes, hooks, grads and requires_grad are restored afterwards; the model's own errors propagate.
+    """
+    inputs = as_model_inputs(inputs)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(preserved_state(model))
+        stack.enter_context(torch.random.fork_rng(devices=_cuda_devices()))
+        stack.enter_context(torch.no_grad())
+        if post is not None:
+            stack.enter_context(module_hooks(model, post=post))
+        torch.manual_seed(seed)
+        model.eval()
+        return inputs.call(model)
+
+
+def named_tensors(model: nn.Module, *, persistent_only: bool = False) -> dict[str, torch.Tensor]:
+    """Every parameter and buffer under every name it is reachable by (state_dict-style names)."""
+    out: dict[str, torch.Tensor] = {}
+    for visit in visits(model):
+        module = visit.module
+        skip = getattr(module, "_non_persistent_buffers_set", set()) if persistent_only else set()
+        for key, tensor in (*module._parameters.items(), *module._buffers.items()):
+            if tensor is not None and key not in skip:
+                out[join(visit.name, key)] = tensor
+    return out
+
+
+def captured(value: Any, path: str = "output") -> dict[str, Any]:
+    """The leaves of a nested output (see ``leaves``), tensors detached and cloned so that later in-place
+    operations cannot change them."""
+    return {p: v.detach().clone() if isinstance(v, torch.Tensor) else v for p, v in leaves(value, path)}
+
+
+def _cuda_devices() -> list[int]:
+    return list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []

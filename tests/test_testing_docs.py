@@ -1,0 +1,54 @@
+"""docs/testing.md runs as printed: its model project and test file pass under pytest, and the failure it
+shows is the failure you get."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+pytest_plugins = ["pytester"]
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "testing.md"
+BLOCK = re.compile(r'^```(\w+) title="([^"]+)"\n(.*?)^```', re.S | re.M)
+
+
+def _blocks() -> dict[str, str]:
+    return {title: body for _, title, body in BLOCK.findall(DOC.read_text())}
+
+
+def _project(pytester) -> None:
+    """The documented project in pytester's folder. It runs in a subprocess: an in-process run forgets the
+    modules it imported, and torch modules imported twice in one process can crash it."""
+    blocks = _blocks()
+    for path in ("tinygpt/model.py", "tests/test_model.py"):
+        target = pytester.path / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(blocks[path])
+    (pytester.path / "tinygpt" / "__init__.py").write_text("")
+    pytester.makepyprojecttoml('[tool.pytest.ini_options]\npythonpath = ["."]\n')
+    namespace: dict = {}
+    exec(blocks["tinygpt/model.py"], namespace)  # the "published" weights the test file checks against
+    (pytester.path / "tests" / "data").mkdir()
+    torch.save(namespace["TinyGPT"](vocab=512, context=32).state_dict(), pytester.path / "tests/data/tinygpt-v1.pt")
+
+
+def test_the_documented_test_file_passes_and_writes_its_snapshot(pytester):
+    _project(pytester)
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(passed=9, skipped=1)  # the GPU test skips without CUDA
+    result.stdout.fnmatch_lines(["modscope: wrote 1 snapshot(s): tests/__snapshots__/test_model/test_architecture.json"])
+    pytester.runpytest_subprocess().assert_outcomes(passed=9, skipped=1)
+
+
+def test_the_documented_failure_is_real(pytester):
+    _project(pytester)
+    pytester.runpytest_subprocess().assert_outcomes(passed=9, skipped=1)
+    model = pytester.path / "tinygpt" / "model.py"
+    untied = re.sub(r"^ +self\.head\.weight = self\.tok\.weight.*\n", "", model.read_text(), flags=re.M)
+    assert untied != model.read_text()
+    model.write_text(untied)
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(failed=3, passed=6, skipped=1)
+    shown = [line for line in _blocks()["pytest output (abridged)"].splitlines() if line != "..."]
+    result.stdout.fnmatch_lines(shown)

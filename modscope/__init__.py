@@ -15,6 +15,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "summary": "modscope.static",
     "audit": "modscope.static",
+    "distributed_summary": "modscope.distributed",
+    "distributed_audit": "modscope.distributed",
     "load_model": "modscope.load",
     "ModelInputs": "modscope.inputs",
     "preserved_state": "modscope.hooks",

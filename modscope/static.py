@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 
 from modscope.collect.audit import audit_findings
+from modscope.collect.distributed import distributed_findings, distributed_info, has_dtensors
 from modscope.collect.hazards import find_hazards
 from modscope.collect.tensors import collect_tensors
 from modscope.collect.tree import collect_modules
@@ -25,13 +26,19 @@ def summary(model: nn.Module, *, target: str | None = None, check_values: bool =
     >>> report.totals.params
     11689512
     """
+    return _summary(model, target, check_values)[0]
+
+
+def _summary(model, target, check_values, force_distributed=False):
+    """(SummaryReport, visits, CollectedTensors): the parts ``modscope.distributed`` reuses."""
     _require_module(model)
     visited = visits(model)
     tensors = collect_tensors(visited)
     modules, shared_modules = collect_modules(visited, tensors)
     _, _, audit = audit_findings(visited, tensors, check_values=check_values)
-    warnings = find_hazards(visited, tensors) + audit
-    return SummaryReport(
+    distributed, sharding = _distributed(visited, tensors, force_distributed)
+    warnings = find_hazards(visited, tensors) + audit + sharding
+    report = SummaryReport(
         model=ModelRef(type(model).__name__, target),
         totals=_totals(tensors, len(modules)),
         parameters=tuple(tensors.parameters),
@@ -39,7 +46,9 @@ def summary(model: nn.Module, *, target: str | None = None, check_values: bool =
         modules=tuple(modules),
         shared=tuple(tensors.shared + shared_modules),
         warnings=tuple(warnings),
+        distributed=distributed,
     )
+    return report, visited, tensors
 
 
 def audit(
@@ -54,6 +63,11 @@ def audit(
 
     >>> modscope.audit(model, expect_dtype="bfloat16", allow={"norm"}).ok
     """
+    return _audit(model, expect_device, expect_dtype, allow, target)[0]
+
+
+def _audit(model, expect_device, expect_dtype, allow, target, check_values=True, force_distributed=False):
+    """(AuditReport, visits, CollectedTensors)."""
     _require_module(model)
     if isinstance(expect_dtype, str):
         expect_dtype = parse_dtype(expect_dtype)
@@ -65,9 +79,14 @@ def audit(
     visited = visits(model)
     tensors = collect_tensors(visited)
     devices, dtypes, findings = audit_findings(
-        visited, tensors, expect_device=expect_device, expect_dtype=expect_dtype, allow=allow
+        visited, tensors, expect_device=expect_device, expect_dtype=expect_dtype, allow=allow,
+        check_values=check_values,
     )
-    return AuditReport(ModelRef(type(model).__name__, target), devices, dtypes, tuple(findings))
+    distributed, sharding = _distributed(visited, tensors, force_distributed)
+    report = AuditReport(
+        ModelRef(type(model).__name__, target), devices, dtypes, tuple(findings + sharding), distributed
+    )
+    return report, visited, tensors
 
 
 def parse_dtype(text: str) -> torch.dtype:
@@ -98,6 +117,14 @@ def _totals(tensors, module_count: int) -> Totals:
         uninitialized_params=sum(1 for p in tensors.parameters if not p.initialized),
         bytes_by_dtype=dict(by_dtype),
     )
+
+
+def _distributed(visited, tensors, force: bool = False):
+    """(DistributedInfo, its findings) for a model holding DTensors (or when ``force``); else (None, [])."""
+    if not (force or has_dtensors(tensors)):
+        return None, []
+    info = distributed_info(visited, tensors)
+    return info, distributed_findings(tensors, info)
 
 
 def _require_module(model) -> None:

@@ -7,6 +7,7 @@ import typer
 
 from modscope.cli import checkpoint_commands
 from modscope.cli.app import app
+from modscope.cli.distributed import BackendOpt, DistributedOpt, DistTimeoutOpt, printing_rank, session
 from modscope.cli.common import (
     ArgOpt,
     ArgsJsonOpt,
@@ -16,7 +17,6 @@ from modscope.cli.common import (
     Target,
     TrustOpt,
     WeightsOpt,
-    emit,
     load_target,
     reporting_errors,
 )
@@ -40,23 +40,32 @@ def summary(
     ] = False,
     weights: WeightsOpt = None,
     key: KeyOpt = None,
+    distributed: DistributedOpt = None,
+    backend: BackendOpt = None,
+    dist_timeout: DistTimeoutOpt = 300.0,
     json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Parameters vs buffers, per-module counts, sharing and hazards (of a model, or of a checkpoint alone)."""
-    with reporting_errors(debug):
-        import modscope
+    """Parameters vs buffers, per-module counts, sharing and hazards (of a model, or of a checkpoint alone).
+
+    Under torchrun every rank builds the model and rank 0 prints one report merged over all ranks."""
+    if checkpoint_commands.is_checkpoint_target(target, weights):
+        with reporting_errors(debug):
+            if printing_rank(distributed):
+                checkpoint_commands.checkpoint_summary(target, key, trust, depth, expand, tensors, json)
+            return
+    with reporting_errors(debug), session(distributed, backend, dist_timeout) as job:
         from modscope.render.console import DEFAULT_DEPTH, summary_view, tensor_table
         from rich.console import Group
 
-        if checkpoint_commands.is_checkpoint_target(target, weights):
-            return checkpoint_commands.checkpoint_summary(target, key, trust, depth, expand, tensors, json)
-        model = load_target(target, arg, args_json, trust, weights=weights, key=key)
-        report = modscope.summary(model, target=target, check_values=not no_values)
+        model = job.build(lambda: load_target(target, arg, args_json, trust, weights=weights, key=key))
+        report = job.summary(model, target=target, check_values=not no_values)
+        if report is None:
+            return  # not the printing rank
         view = summary_view(report, depth=DEFAULT_DEPTH if depth is None else depth, collapse=not expand)
         if tensors:
             view = Group(view, tensor_table(report))
-        emit(report, as_json=json, view=view)
+        job.emit(report, as_json=json, view=view)
 
 
 @app.command()
@@ -68,19 +77,27 @@ def tree(
     depth: DepthOpt = None,
     expand: ExpandOpt = False,
     key: KeyOpt = None,
+    distributed: DistributedOpt = None,
+    backend: BackendOpt = None,
+    dist_timeout: DistTimeoutOpt = 300.0,
     json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """The submodule tree with types and parameter counts (or a checkpoint's names as a tree)."""
-    with reporting_errors(debug):
+    if checkpoint_commands.is_checkpoint_target(target):
+        with reporting_errors(debug):
+            if printing_rank(distributed):
+                checkpoint_commands.checkpoint_tree(target, key, trust, depth, expand, json)
+            return
+    with reporting_errors(debug), session(distributed, backend, dist_timeout) as job:
         import modscope
         from modscope.render.console import tree_view
 
-        if checkpoint_commands.is_checkpoint_target(target):
-            return checkpoint_commands.checkpoint_tree(target, key, trust, depth, expand, json)
-        model = load_target(target, arg, args_json, trust)
-        report = modscope.summary(model, target=target)
-        emit(_tree_document(report) if json else report, as_json=json, view=tree_view(
+        model = job.build(lambda: load_target(target, arg, args_json, trust))
+        report = job.on_main(lambda: modscope.summary(model, target=target))
+        if report is None:
+            return
+        job.emit(_tree_document(report) if json else report, as_json=json, view=tree_view(
             report, depth=depth, collapse=not expand
         ))
 
@@ -99,24 +116,29 @@ def shared(
     arg: ArgOpt = None,
     args_json: ArgsJsonOpt = None,
     trust: TrustOpt = False,
+    distributed: DistributedOpt = None,
+    backend: BackendOpt = None,
+    dist_timeout: DistTimeoutOpt = 300.0,
     json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Tied parameters, aliased storage and submodules registered under several names."""
-    with reporting_errors(debug):
+    with reporting_errors(debug), session(distributed, backend, dist_timeout) as job:
         import modscope
         from rich.text import Text
         from modscope.render.console import shared_view
 
-        model = load_target(target, arg, args_json, trust)
-        report = modscope.summary(model, target=target)
+        model = job.build(lambda: load_target(target, arg, args_json, trust))
+        report = job.on_main(lambda: modscope.summary(model, target=target))
+        if report is None:
+            return
         document = {
             "schema": "modscope.shared/1",
             "model": {"type": report.model.type, "target": report.model.target},
             "shared": [g.to_dict() for g in report.shared],
         }
         view = shared_view(report) if report.shared else Text("nothing shared: every tensor and module has one name")
-        emit(document if json else None, as_json=json, view=view)
+        job.emit(document if json else None, as_json=json, view=view)
 
 
 @app.command()
@@ -135,17 +157,20 @@ def audit(
         Optional[list[str]],
         typer.Option("--allow", help="Name/type substring exempt from --expect-dtype (e.g. norm); repeatable."),
     ] = None,
+    distributed: DistributedOpt = None,
+    backend: BackendOpt = None,
+    dist_timeout: DistTimeoutOpt = 300.0,
     json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Devices, dtypes, train/eval modes and non-finite weights. Exit 1 when an error is found."""
-    with reporting_errors(debug):
-        import modscope
-
-        model = load_target(target, arg, args_json, trust)
-        report = modscope.audit(
+    with reporting_errors(debug), session(distributed, backend, dist_timeout) as job:
+        model = job.build(lambda: load_target(target, arg, args_json, trust))
+        report = job.audit(
             model, expect_device=expect_device, expect_dtype=expect_dtype, allow=allow or (), target=target
         )
-        emit(report, as_json=json)
-    if not report.ok:
-        raise typer.Exit(EXIT_FINDINGS)
+        if report is None:
+            return
+        job.emit(report, as_json=json)
+        if not report.ok:
+            job.exit_code = EXIT_FINDINGS

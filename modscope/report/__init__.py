@@ -3,6 +3,7 @@
 Reports never format themselves: ``__rich__`` hands them to ``modscope.render`` and ``to_dict`` gives the
 JSON documents described in docs/json.md.
 """
+from modscope.report.distributed import DistributedInfo, MeshInfo, RankInfo, ShardingInfo
 from modscope.report.static import (
     AuditReport,
     Finding,
@@ -19,6 +20,10 @@ from modscope.report.static import (
 
 __all__ = [
     "AuditReport",
+    "DistributedInfo",
+    "MeshInfo",
+    "RankInfo",
+    "ShardingInfo",
     "Finding",
     "ModelRef",
     "ModuleInfo",

@@ -5,6 +5,8 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
+from modscope.report.distributed import DistributedInfo, ShardingInfo
+
 
 class TensorKind(str, Enum):
     PARAMETER = "parameter"
@@ -45,6 +47,7 @@ class TensorInfo:
     requires_grad: bool
     persistent: bool | None = None  # buffers only: False means absent from state_dict
     shared_with: tuple[str, ...] = ()
+    sharding: ShardingInfo | None = None  # DTensors only: shape/numel/bytes above are GLOBAL, this is the shard
 
     @property
     def initialized(self) -> bool:
@@ -65,6 +68,8 @@ class TensorInfo:
         else:
             out["persistent"] = self.persistent
         out["shared_with"] = list(self.shared_with)
+        if self.sharding is not None:
+            out["sharding"] = self.sharding.to_dict()
         return out
 
 
@@ -156,6 +161,7 @@ class SummaryReport:
     modules: tuple[ModuleInfo, ...]
     shared: tuple[SharedGroup, ...]
     warnings: tuple[Finding, ...]
+    distributed: DistributedInfo | None = None  # DTensor models and gathered (multi-rank) reports
 
     def module(self, name: str) -> ModuleInfo:
         """The module record named ``name`` ("" is the root)."""
@@ -165,7 +171,7 @@ class SummaryReport:
         raise KeyError(name)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "schema": "modscope.summary/1",
             "model": asdict(self.model),
             "totals": self.totals.to_dict(),
@@ -175,6 +181,9 @@ class SummaryReport:
             "shared": [g.to_dict() for g in self.shared],
             "warnings": [w.to_dict() for w in self.warnings],
         }
+        if self.distributed is not None:
+            out["distributed"] = self.distributed.to_dict()
+        return out
 
     def __rich__(self):
         from modscope.render.console import summary_view
@@ -190,13 +199,14 @@ class AuditReport:
     devices: dict[str, int]  # device -> number of elements (params + buffers)
     dtypes: dict[str, int]  # dtype -> number of elements
     findings: tuple[Finding, ...]
+    distributed: DistributedInfo | None = None  # DTensor models and gathered (multi-rank) reports
 
     @property
     def ok(self) -> bool:
         return not any(f.severity is Severity.ERROR for f in self.findings)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "schema": "modscope.audit/1",
             "model": asdict(self.model),
             "ok": self.ok,
@@ -204,6 +214,9 @@ class AuditReport:
             "dtypes": dict(self.dtypes),
             "findings": [f.to_dict() for f in self.findings],
         }
+        if self.distributed is not None:
+            out["distributed"] = self.distributed.to_dict()
+        return out
 
     def __rich__(self):
         from modscope.render.console import audit_view

@@ -49,7 +49,9 @@ def summary(
     """Parameters vs buffers, per-module counts, sharing and hazards (of a model, or of a checkpoint alone).
 
     Under torchrun every rank builds the model and rank 0 prints one report merged over all ranks."""
-    if checkpoint_commands.is_checkpoint_target(target, weights):
+    with reporting_errors(debug):
+        checkpoint = checkpoint_commands.is_checkpoint_target(target, weights)
+    if checkpoint:
         with reporting_errors(debug):
             if printing_rank(distributed):
                 checkpoint_commands.checkpoint_summary(target, key, trust, depth, expand, tensors, json)
@@ -84,7 +86,9 @@ def tree(
     debug: DebugOpt = False,
 ) -> None:
     """The submodule tree with types and parameter counts (or a checkpoint's names as a tree)."""
-    if checkpoint_commands.is_checkpoint_target(target):
+    with reporting_errors(debug):
+        checkpoint = checkpoint_commands.is_checkpoint_target(target)
+    if checkpoint:
         with reporting_errors(debug):
             if printing_rank(distributed):
                 checkpoint_commands.checkpoint_tree(target, key, trust, depth, expand, json)

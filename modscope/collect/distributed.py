@@ -408,25 +408,19 @@ def _readable(tensor) -> torch.Tensor | None:
 
 
 def bit_checksum(data: torch.Tensor) -> tuple[int, int] | None:
-    """(sum, position-weighted sum) of the raw bytes read as integers, wrapping in int64: exact and
-    independent of summation order, so equal tensors give equal checksums on any rank or device.
-    Works chunk by chunk (bounded temporary memory)."""
+    """(sum, position-weighted sum) of the raw bits read as integers, wrapping in int64: exact and
+    independent of summation order, memory alignment and device, so equal tensors give equal checksums on
+    any rank. Works chunk by chunk (bounded temporary memory)."""
     if data.numel() == 0:
         return (0, 0)
     if not data.is_contiguous():
         data = data.contiguous()
+    # reinterpret each element as integers of its own width (at most 4 bytes): a view that needs no alignment
+    word = {1: torch.uint8, 2: torch.int16}.get(data.element_size(), torch.int32)
     try:
-        raw = data.reshape(-1).view(torch.uint8)
+        words = data.reshape(-1).view(word)
     except RuntimeError:
         return None
-    words = raw
-    for wide in (torch.int32, torch.int16):
-        try:
-            if raw.numel() % wide.itemsize == 0:
-                words = raw.view(wide)
-                break
-        except RuntimeError:
-            continue
     total = weighted = 0
     with torch.no_grad():
         for start in range(0, words.numel(), _CHUNK):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import replace
+from math import prod
 from typing import Iterable
 
 import torch
@@ -89,10 +90,14 @@ def distributed_audit(
 # --- one rank's part -------------------------------------------------------------------------------------
 
 
-def _local_part(build, check_values: bool):
+def _local_part(build, check_values: bool, world: int = 1):
     """(local report, its tensors, the record sent to dst)."""
     report, _, tensors = build()
-    nonfinite, sums = scan_local(tensors, checksums=True) if check_values else ({}, None)
+    if check_values:
+        compared = _compared(tensors, report.distributed.meshes, world)
+        nonfinite, sums = scan_local(tensors, checksums=compared)
+    else:
+        nonfinite, sums = {}, None
     findings = report.warnings if isinstance(report, SummaryReport) else report.findings
     record = {
         "error": None,
@@ -107,6 +112,24 @@ def _local_part(build, check_values: bool):
     return report, tensors, record
 
 
+def _compared(tensors, meshes, world: int) -> set[str]:
+    """Parameters another rank should hold an identical copy of: plain ones (when there are other ranks) and
+    DTensors replicated over more than one rank of their mesh. Only these are checksummed."""
+    if world < 2:
+        return set()
+    shapes = {m.id: m.shape for m in meshes}
+    out = set()
+    for info in tensors.parameters:
+        s = info.sharding
+        if s is None:
+            out.add(info.name)
+            continue
+        copies = prod(n for n, p in zip(shapes.get(s.mesh, ()), s.placements) if p == "Replicate()")
+        if copies > 1:
+            out.add(info.name)
+    return out
+
+
 def _gathered(build, group, dst: int, check_values: bool):
     rank, world, _ = process_group_state()
     if rank is None:  # no process group: this process is the whole job
@@ -118,7 +141,7 @@ def _gathered(build, group, dst: int, check_values: bool):
     me = dist.get_rank()
     report, tensors, failure = None, None, None
     try:
-        report, tensors, record = _local_part(build, check_values)
+        report, tensors, record = _local_part(build, check_values, dist.get_world_size(group))
     except Exception as exc:  # still take part in the gather, or every other rank would wait forever
         failure = exc
         record = {"error": _describe(exc), "exit_code": getattr(exc, "exit_code", 3)}

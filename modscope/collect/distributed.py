@@ -18,7 +18,7 @@ from functools import lru_cache
 import torch
 
 from modscope.collect.walk import Visit
-from modscope.report import Finding, Severity
+from modscope.report import Finding
 from modscope.report.distributed import DistributedInfo, MeshInfo, RankInfo, ShardingInfo
 
 _MAX_LISTED = 5
@@ -116,13 +116,18 @@ class MeshRegistry:
     def __init__(self):
         self._ids: dict[tuple, str] = {}
         self._meshes: dict[str, object] = {}
+        self._seen: dict[int, tuple[object, str]] = {}  # id(mesh) -> (mesh, ident): most params share one object
 
     def id_of(self, mesh) -> str:
+        seen = self._seen.get(id(mesh))
+        if seen is not None and seen[0] is mesh:
+            return seen[1]
         key = mesh_key(mesh)
         if key not in self._ids:
             ident = f"mesh{len(self._ids)}"
             self._ids[key] = ident
             self._meshes[ident] = mesh
+        self._seen[id(mesh)] = (mesh, self._ids[key])
         return self._ids[key]
 
     def __len__(self) -> int:
@@ -372,18 +377,17 @@ def structure_digest(tensors) -> str:
     return h.hexdigest()
 
 
-def scan_local(tensors, *, checksums: bool) -> tuple[dict[str, tuple[int, int, int]], list]:
-    """One pass over this rank's local data: non-finite counts per floating tensor, and (``checksums``) an
-    exact bit checksum per parameter in ``tensors.parameters`` order (None where there is nothing to read).
+def scan_local(tensors, *, checksums) -> tuple[dict[str, tuple[int, int, int]], list]:
+    """One pass over this rank's local data: non-finite counts per floating tensor, and an exact bit checksum
+    per parameter in ``tensors.parameters`` order for the names in ``checksums`` (None elsewhere: nothing to
+    compare it with, e.g. a shard no other rank holds).
     """
+    wanted = set(checksums or ())
     nonfinite: dict[str, tuple[int, int, int]] = {}
-    sums: list = []
-    param_names = {p.name for p in tensors.parameters}
+    sums: dict[str, tuple[int, int] | None] = {}
     for name, tensor in tensors.objects.items():
         data = _readable(tensor)
         if data is None:
-            if checksums and name in param_names:
-                sums.append(None)
             continue
         with torch.no_grad():
             if data.is_floating_point() or data.is_complex():
@@ -391,9 +395,9 @@ def scan_local(tensors, *, checksums: bool) -> tuple[dict[str, tuple[int, int, i
                     nan, inf = int(torch.isnan(data).sum()), int(torch.isinf(data).sum())
                     if nan or inf:
                         nonfinite[name] = (nan, inf, data.numel())
-            if checksums and name in param_names:
-                sums.append(bit_checksum(data))
-    return nonfinite, sums
+            if name in wanted:
+                sums[name] = bit_checksum(data)
+    return nonfinite, [sums.get(p.name) for p in tensors.parameters]
 
 
 def _readable(tensor) -> torch.Tensor | None:
@@ -473,7 +477,6 @@ def rank_ranges(ranks) -> str:
 
 __all__ = [
     "MeshRegistry",
-    "Severity",
     "bit_checksum",
     "distributed_findings",
     "distributed_info",

@@ -22,6 +22,8 @@ _LAZY = {
     "summary": "modscope.static",
     "audit": "modscope.static",
     "graph": "modscope.graphs",
+    "distributed_summary": "modscope.distributed",
+    "distributed_audit": "modscope.distributed",
     "load_model": "modscope.load",
     "ModelInputs": "modscope.inputs",
     "preserved_state": "modscope.hooks",

@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 
 from modscope.collect.audit import audit_findings
+from modscope.collect.distributed import distributed_findings, distributed_info, has_dtensors
 from modscope.collect.hazards import find_hazards
 from modscope.collect.tensors import collect_tensors
 from modscope.collect.tree import collect_modules
@@ -43,7 +44,7 @@ def summary(
     11689512
     >>> modscope.summary(model, inputs=torch.randn(1, 3, 224, 224)).forward.flops_total
     """
-    static = _static_summary(model, target, check_values)
+    static = _summary(model, target, check_values)[0]
     if inputs is None:
         return static
     from modscope.forward import analyse_forward
@@ -59,14 +60,16 @@ def summary(
     return replace(static, forward=forward)
 
 
-def _static_summary(model: nn.Module, target: str | None, check_values: bool) -> SummaryReport:
+def _summary(model, target, check_values, force_distributed=False):
+    """(SummaryReport, visits, CollectedTensors): the parts ``modscope.distributed`` reuses."""
     _require_module(model)
     visited = visits(model)
     tensors = collect_tensors(visited)
     modules, shared_modules = collect_modules(visited, tensors)
     _, _, audit = audit_findings(visited, tensors, check_values=check_values)
-    warnings = find_hazards(visited, tensors) + audit
-    return SummaryReport(
+    distributed, sharding = _distributed(visited, tensors, force_distributed)
+    warnings = find_hazards(visited, tensors) + audit + sharding
+    report = SummaryReport(
         model=ModelRef(type(model).__name__, target),
         totals=_totals(tensors, len(modules)),
         parameters=tuple(tensors.parameters),
@@ -74,7 +77,9 @@ def _static_summary(model: nn.Module, target: str | None, check_values: bool) ->
         modules=tuple(modules),
         shared=tuple(tensors.shared + shared_modules),
         warnings=tuple(warnings),
+        distributed=distributed,
     )
+    return report, visited, tensors
 
 
 def audit(
@@ -89,6 +94,11 @@ def audit(
 
     >>> modscope.audit(model, expect_dtype="bfloat16", allow={"norm"}).ok
     """
+    return _audit(model, expect_device, expect_dtype, allow, target)[0]
+
+
+def _audit(model, expect_device, expect_dtype, allow, target, check_values=True, force_distributed=False):
+    """(AuditReport, visits, CollectedTensors)."""
     _require_module(model)
     if isinstance(expect_dtype, str):
         expect_dtype = parse_dtype(expect_dtype)
@@ -100,9 +110,14 @@ def audit(
     visited = visits(model)
     tensors = collect_tensors(visited)
     devices, dtypes, findings = audit_findings(
-        visited, tensors, expect_device=expect_device, expect_dtype=expect_dtype, allow=allow
+        visited, tensors, expect_device=expect_device, expect_dtype=expect_dtype, allow=allow,
+        check_values=check_values,
     )
-    return AuditReport(ModelRef(type(model).__name__, target), devices, dtypes, tuple(findings))
+    distributed, sharding = _distributed(visited, tensors, force_distributed)
+    report = AuditReport(
+        ModelRef(type(model).__name__, target), devices, dtypes, tuple(findings + sharding), distributed
+    )
+    return report, visited, tensors
 
 
 def parse_dtype(text: str) -> torch.dtype:
@@ -133,6 +148,14 @@ def _totals(tensors, module_count: int) -> Totals:
         uninitialized_params=sum(1 for p in tensors.parameters if not p.initialized),
         bytes_by_dtype=dict(by_dtype),
     )
+
+
+def _distributed(visited, tensors, force: bool = False):
+    """(DistributedInfo, its findings) for a model holding DTensors (or when ``force``); else (None, [])."""
+    if not (force or has_dtensors(tensors)):
+        return None, []
+    info = distributed_info(visited, tensors)
+    return info, distributed_findings(tensors, info)
 
 
 def _require_module(model) -> None:

@@ -145,8 +145,10 @@ class DcpReader(CheckpointReader):
 
     def read_into(self, name: str, start: int, out: torch.Tensor) -> None:
         pieces = self._layout(name)
-        if pieces is None:
-            return super().read_into(name, start, out)
+        if pieces is None:  # chunks split a later dim: assemble only the rows this range touches
+            from modscope.checkpoint.dcp_layout import read_rows_into
+
+            return read_rows_into(self, name, start, out)
         end = start + out.numel()
         itemsize = out.element_size()
         for piece in pieces:

@@ -125,6 +125,8 @@ def checkpoint_tree(target, key, trust, depth, expand, as_json) -> None:
         "checkpoint": report.checkpoint.to_dict(),
         "tree": [n.to_dict() for n in report.nodes],
     }
+    if report.layout is not None:
+        document["layout"] = report.layout.to_dict()
     emit(document if as_json else None, as_json=as_json, view=checkpoint_tree_view(report, depth=depth, collapse=not expand))
 
 

@@ -8,6 +8,7 @@ import typer
 
 from modscope.cli import checkpoint_commands
 from modscope.cli.app import app
+from modscope.cli.distributed import BackendOpt, DistributedOpt, DistTimeoutOpt, printing_rank, session
 from modscope.cli.common import (
     ArgOpt,
     ArgsJsonOpt,
@@ -22,7 +23,6 @@ from modscope.cli.common import (
     TrainModeOpt,
     TrustOpt,
     WeightsOpt,
-    emit,
     load_target,
     reporting_errors,
 )
@@ -64,42 +64,58 @@ def summary(
     ] = False,
     weights: WeightsOpt = None,
     key: KeyOpt = None,
+    distributed: DistributedOpt = None,
+    backend: BackendOpt = None,
+    dist_timeout: DistTimeoutOpt = 300.0,
     json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Parameters vs buffers, per-module counts, sharing and hazards (of a model, or of a checkpoint alone);
-    with --input, also one forward pass:
-    shapes, calls, FLOPs and a memory estimate. Exit 2 when the forward pass fails (the partial report is
-    still printed)."""
+    with --input, also one forward pass: shapes, calls, FLOPs and a memory estimate. Exit 2 when the forward
+    pass fails (the partial report is still printed).
+
+    Under torchrun every rank builds the model and rank 0 prints one report merged over all ranks."""
     with reporting_errors(debug):
-        import modscope
+        checkpoint = checkpoint_commands.is_checkpoint_target(target, weights)
+    if checkpoint:
+        with reporting_errors(debug):
+            if printing_rank(distributed):
+                checkpoint_commands.checkpoint_summary(target, key, trust, depth, expand, tensors, json)
+            return
+    with reporting_errors(debug), session(distributed, backend, dist_timeout) as job:
         from modscope.errors import ForwardError, UsageError
         from modscope.forward import check_device
         from modscope.inputs import build_inputs
 
-        if checkpoint_commands.is_checkpoint_target(target, weights):
-            return checkpoint_commands.checkpoint_summary(target, key, trust, depth, expand, tensors, json)
         device = check_device(device)
-        model = load_target(
-            target, arg, args_json, trust, device=device if device != "cpu" else None, weights=weights, key=key
+        model = job.build(
+            lambda: load_target(
+                target, arg, args_json, trust, device=device if device != "cpu" else None, weights=weights, key=key
+            )
         )
         model_inputs = build_inputs(input or (), kwarg or (), inputs, device=device or "cpu")
         if model_inputs is None and train_mode:
             raise UsageError("--train-mode needs a forward pass: give --input, --kwarg or --inputs")
+        if model_inputs is not None and job.active:
+            raise UsageError("--input runs in one process: drop torchrun/--distributed for the forward analysis")
         options = dict(depth=depth, expand=expand, tensors=tensors, json=json)
-        try:
-            report = modscope.summary(
-                model, inputs=model_inputs, device=device, train_mode=train_mode, flops=not no_flops,
-                memory=not no_memory, optimizer=optimizer.value, target=target, check_values=not no_values,
+        analysis = dict(target=target, check_values=not no_values)
+        if model_inputs is not None:
+            analysis.update(
+                inputs=model_inputs, device=device, train_mode=train_mode, flops=not no_flops,
+                memory=not no_memory, optimizer=optimizer.value,
             )
+        try:
+            report = job.summary(model, **analysis)
         except ForwardError as exc:
             if exc.partial is not None:
-                _emit_summary(exc.partial, **options)
+                _emit_summary(job, exc.partial, **options)
             raise
-        _emit_summary(report, **options)
+        if report is not None:  # None on the ranks that do not print
+            _emit_summary(job, report, **options)
 
 
-def _emit_summary(report, *, depth, expand, tensors, json) -> None:
+def _emit_summary(job, report, *, depth, expand, tensors, json) -> None:
     from rich.console import Group
 
     from modscope.render.console import DEFAULT_DEPTH, summary_view, tensor_table
@@ -107,7 +123,7 @@ def _emit_summary(report, *, depth, expand, tensors, json) -> None:
     view = summary_view(report, depth=DEFAULT_DEPTH if depth is None else depth, collapse=not expand)
     if tensors:
         view = Group(view, tensor_table(report))
-    emit(report, as_json=json, view=view)
+    job.emit(report, as_json=json, view=view)
 
 
 @app.command()
@@ -119,19 +135,29 @@ def tree(
     depth: DepthOpt = None,
     expand: ExpandOpt = False,
     key: KeyOpt = None,
+    distributed: DistributedOpt = None,
+    backend: BackendOpt = None,
+    dist_timeout: DistTimeoutOpt = 300.0,
     json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """The submodule tree with types and parameter counts (or a checkpoint's names as a tree)."""
     with reporting_errors(debug):
+        checkpoint = checkpoint_commands.is_checkpoint_target(target)
+    if checkpoint:
+        with reporting_errors(debug):
+            if printing_rank(distributed):
+                checkpoint_commands.checkpoint_tree(target, key, trust, depth, expand, json)
+            return
+    with reporting_errors(debug), session(distributed, backend, dist_timeout) as job:
         import modscope
         from modscope.render.console import tree_view
 
-        if checkpoint_commands.is_checkpoint_target(target):
-            return checkpoint_commands.checkpoint_tree(target, key, trust, depth, expand, json)
-        model = load_target(target, arg, args_json, trust)
-        report = modscope.summary(model, target=target)
-        emit(_tree_document(report) if json else report, as_json=json, view=tree_view(
+        model = job.build(lambda: load_target(target, arg, args_json, trust))
+        report = job.on_main(lambda: modscope.summary(model, target=target))
+        if report is None:
+            return
+        job.emit(_tree_document(report) if json else report, as_json=json, view=tree_view(
             report, depth=depth, collapse=not expand
         ))
 
@@ -150,24 +176,29 @@ def shared(
     arg: ArgOpt = None,
     args_json: ArgsJsonOpt = None,
     trust: TrustOpt = False,
+    distributed: DistributedOpt = None,
+    backend: BackendOpt = None,
+    dist_timeout: DistTimeoutOpt = 300.0,
     json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Tied parameters, aliased storage and submodules registered under several names."""
-    with reporting_errors(debug):
+    with reporting_errors(debug), session(distributed, backend, dist_timeout) as job:
         import modscope
         from rich.text import Text
         from modscope.render.console import shared_view
 
-        model = load_target(target, arg, args_json, trust)
-        report = modscope.summary(model, target=target)
+        model = job.build(lambda: load_target(target, arg, args_json, trust))
+        report = job.on_main(lambda: modscope.summary(model, target=target))
+        if report is None:
+            return
         document = {
             "schema": "modscope.shared/1",
             "model": {"type": report.model.type, "target": report.model.target},
             "shared": [g.to_dict() for g in report.shared],
         }
         view = shared_view(report) if report.shared else Text("nothing shared: every tensor and module has one name")
-        emit(document if json else None, as_json=json, view=view)
+        job.emit(document if json else None, as_json=json, view=view)
 
 
 @app.command()
@@ -186,17 +217,20 @@ def audit(
         Optional[list[str]],
         typer.Option("--allow", help="Name/type substring exempt from --expect-dtype (e.g. norm); repeatable."),
     ] = None,
+    distributed: DistributedOpt = None,
+    backend: BackendOpt = None,
+    dist_timeout: DistTimeoutOpt = 300.0,
     json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Devices, dtypes, train/eval modes and non-finite weights. Exit 1 when an error is found."""
-    with reporting_errors(debug):
-        import modscope
-
-        model = load_target(target, arg, args_json, trust)
-        report = modscope.audit(
+    with reporting_errors(debug), session(distributed, backend, dist_timeout) as job:
+        model = job.build(lambda: load_target(target, arg, args_json, trust))
+        report = job.audit(
             model, expect_device=expect_device, expect_dtype=expect_dtype, allow=allow or (), target=target
         )
-        emit(report, as_json=json)
-    if not report.ok:
-        raise typer.Exit(EXIT_FINDINGS)
+        if report is None:
+            return
+        job.emit(report, as_json=json)
+        if not report.ok:
+            job.exit_code = EXIT_FINDINGS

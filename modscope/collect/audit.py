@@ -7,6 +7,7 @@ from typing import Iterable
 import torch
 from torch.nn.parameter import is_lazy
 
+from modscope.collect.distributed import is_dtensor, local_of
 from modscope.collect.tensors import CollectedTensors, dtype_name
 from modscope.collect.walk import Visit
 from modscope.report import Finding, Severity
@@ -122,8 +123,14 @@ def _nonfinite(tensors: CollectedTensors) -> list[Finding]:
     """Tensors holding NaN/Inf. One sum per batch of tensors: a NaN/Inf anywhere makes the sum non-finite."""
     batches: dict[tuple, list[list[tuple[str, torch.Tensor]]]] = defaultdict(lambda: [[]])
     sizes: dict[tuple, int] = defaultdict(int)
+    shards = set()  # DTensors: this rank reads its own shard (DTensor ops could be collectives)
     for name, tensor in tensors.objects.items():
-        if is_lazy(tensor) or tensor.is_meta or _is_wrapper(tensor):
+        if is_lazy(tensor):
+            continue
+        if is_dtensor(tensor):
+            tensor = local_of(tensor)
+            shards.add(name)
+        if tensor.is_meta or _is_wrapper(tensor):
             continue
         if not (tensor.is_floating_point() or tensor.is_complex()):
             continue
@@ -140,22 +147,24 @@ def _nonfinite(tensors: CollectedTensors) -> list[Finding]:
                 flat = group[0][1].reshape(-1) if len(group) == 1 else torch.cat([t.reshape(-1) for _, t in group])
                 if not torch.isfinite(flat.sum()).item():
                     suspects.extend(group)
-    return [f for name, data in suspects if (f := _count_nonfinite(name, data))]
+    return [f for name, data in suspects if (f := _count_nonfinite(name, data, name in shards))]
 
 
-def _count_nonfinite(name: str, data: torch.Tensor) -> Finding | None:
+def _count_nonfinite(name: str, data: torch.Tensor, shard: bool = False) -> Finding | None:
     with torch.no_grad():
         nan = int(torch.isnan(data).sum())
         inf = int(torch.isinf(data).sum())
     if not (nan or inf):
         return None  # the batch sum merely overflowed (e.g. float16)
+    where = " in this rank's shard" if shard else ""
     return Finding(
-        "nonfinite_weights", name, f"{name} holds {nan} NaN and {inf} Inf values out of {data.numel()}", Severity.ERROR
+        "nonfinite_weights", name, f"{name} holds {nan} NaN and {inf} Inf values out of {data.numel()}{where}",
+        Severity.ERROR,
     )
 
 
 def _is_wrapper(tensor: torch.Tensor) -> bool:
-    """DTensor and similar wrapper subclasses: their local shard is checked by the rank that owns it."""
+    """Wrapper subclasses other than DTensor (whose shard is read above) hold no data of their own."""
     return hasattr(tensor, "_local_tensor")
 
 

@@ -27,12 +27,15 @@ def summarize_checkpoint(ckpt) -> CheckpointSummary:
         StoredTensor(name, meta.shape, dtype_name(meta.dtype), meta.numel, meta.nbytes, aliases.get(name, ()))
         for name, meta in entries.items()
     )
+    from modscope.checkpoint.dcp_layout import dcp_layout
+
     return CheckpointSummary(
         checkpoint=checkpoint_ref(ckpt),
         totals=_totals(entries),
         tensors=tensors,
         nodes=tuple(prefix_tree(tensors)),
         shared=tuple(groups),
+        layout=dcp_layout(ckpt),
     )
 
 

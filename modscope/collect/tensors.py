@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn.parameter import is_lazy
 
+from modscope.collect.distributed import MeshRegistry, sharding_of
 from modscope.collect.walk import Visit, join
 from modscope.report import SharedGroup, SharedKind, TensorInfo, TensorKind
 
@@ -22,6 +23,7 @@ class CollectedTensors:
     shared: list[SharedGroup]
     owner_of: dict[str, str]  # canonical tensor name -> owning module name
     objects: dict[str, torch.Tensor]  # canonical tensor name -> the tensor (for audits; never stored in reports)
+    meshes: MeshRegistry | None = None  # device meshes of DTensors, in order of first use
 
 
 def collect_tensors(visited: list[Visit]) -> CollectedTensors:
@@ -45,16 +47,17 @@ def collect_tensors(visited: list[Visit]) -> CollectedTensors:
     shared: list[SharedGroup] = []
     objects: dict[str, torch.Tensor] = {}
     owner_of: dict[str, str] = {}
+    meshes = MeshRegistry()
     for key, (name, owner, tensor, kind, persistent) in first.items():
         aliases = tuple(n for n in names[key] if n != name)
-        info = _describe(name, owner, tensor, kind, persistent, aliases)
+        info = _describe(name, owner, tensor, kind, persistent, aliases, meshes)
         (parameters if kind is TensorKind.PARAMETER else buffers).append(info)
         objects[name] = tensor
         owner_of[name] = owner
         if aliases:
             shared.append(SharedGroup((name, *aliases), SharedKind.TIED))
     shared.extend(_storage_aliases(objects))
-    return CollectedTensors(parameters, buffers, shared, owner_of, objects)
+    return CollectedTensors(parameters, buffers, shared, owner_of, objects, meshes)
 
 
 def trainable_parameters(model: torch.nn.Module) -> list[tuple[TensorInfo, torch.Tensor]]:
@@ -66,7 +69,8 @@ def trainable_parameters(model: torch.nn.Module) -> list[tuple[TensorInfo, torch
             if info.requires_grad and info.initialized]
 
 
-def _describe(name, owner, tensor, kind, persistent, aliases) -> TensorInfo:
+def _describe(name, owner, tensor, kind, persistent, aliases, meshes: MeshRegistry) -> TensorInfo:
+    """Shape/numel/bytes are GLOBAL for a DTensor (its logical size, counted once); ``sharding`` has the shard."""
     lazy = is_lazy(tensor)
     numel = None if lazy else tensor.numel()
     return TensorInfo(
@@ -81,6 +85,7 @@ def _describe(name, owner, tensor, kind, persistent, aliases) -> TensorInfo:
         requires_grad=bool(tensor.requires_grad),
         persistent=None if kind is TensorKind.PARAMETER else persistent,
         shared_with=aliases,
+        sharding=None if lazy else sharding_of(tensor, meshes),
     )
 
 

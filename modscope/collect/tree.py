@@ -74,7 +74,7 @@ def _signature(visit: Visit, extra: str, kids: list[str], signature: dict[str, s
     """Equal for modules of the same type, tensor layout and child structure (names relative)."""
     module = visit.module
     tensors = tuple(
-        (key, "lazy" if is_lazy(t) else tuple(t.shape), t.dtype, t.requires_grad)
+        (key, "lazy" if is_lazy(t) else tuple(t.shape), t.dtype, t.requires_grad, repr(getattr(t, "placements", "")))
         for table in (module._parameters, module._buffers)
         for key, t in table.items()
         if t is not None

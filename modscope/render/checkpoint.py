@@ -30,6 +30,10 @@ def checkpoint_summary_view(report: CheckpointSummary, *, depth: int = DEFAULT_D
     others = _other_candidates(report.checkpoint)
     if others:
         parts.append(Text(f"also in this file (choose with --key): {others}", style="dim"))
+    if report.layout is not None:
+        from modscope.render.dcp_layout import layout_view
+
+        parts.append(layout_view(report.layout))
     return Group(*parts)
 
 
@@ -50,6 +54,10 @@ def checkpoint_tree_view(report: CheckpointSummary, *, depth: int | None = None,
         for t in leaves[node.name]:
             label = Text(t.name[cut:], style="bold")
             label.append(f"  {shape_str(t.shape)} {t.dtype}", style="cyan")
+            if report.layout is not None:
+                from modscope.render.dcp_layout import chunk_note
+
+                label.append(chunk_note(report.layout.of(t.name)), style="dim")
             if t.shared_with:
                 label.append(f"  = {', '.join(t.shared_with)}", style="yellow")
             branch.add(label)
@@ -201,9 +209,15 @@ def _size(numel: int, each: str = "") -> Text:
 def stored_tensor_table(report: CheckpointSummary) -> Table:
     """Every tensor of the checkpoint, one row each (``summary CKPT --tensors``)."""
     table = Table(title="Tensors", title_justify="left", show_edge=False)
-    for col in ("name", "shape", "dtype", "numel", "bytes"):
+    layout = report.layout  # DCP: how each tensor is chunked, and in which files
+    for col in ("name", "shape", "dtype", "numel", "bytes") + (("chunks", "split", "files") if layout else ()):
         table.add_column(col, justify="right" if col in ("numel", "bytes") else "left")
     for t in report.tensors:
         shared = f" (= {', '.join(t.shared_with)})" if t.shared_with else ""
-        table.add_row(t.name + shared, shape_str(t.shape), t.dtype, human_count(t.numel), human_bytes(t.bytes))
+        extra = ()
+        if layout is not None:
+            from modscope.render.dcp_layout import chunk_cells
+
+            extra = chunk_cells(layout.of(t.name))
+        table.add_row(t.name + shared, shape_str(t.shape), t.dtype, human_count(t.numel), human_bytes(t.bytes), *extra)
     return table

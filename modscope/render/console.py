@@ -20,6 +20,12 @@ def summary_view(report: SummaryReport, *, depth: int = DEFAULT_DEPTH, collapse:
 
         return forward_summary_view(report, depth=depth, collapse=collapse)
     parts = [_module_table(report, depth, collapse), _totals_table(report)]
+    if report.distributed is not None:
+        from modscope.render.distributed import distributed_view
+
+        parts.append(
+            distributed_view(report.distributed, param_bytes=report.totals.param_bytes, params=report.totals.params)
+        )
     if report.shared:
         parts.append(shared_view(report))
     if report.warnings:
@@ -62,6 +68,9 @@ def audit_view(report: AuditReport) -> Group:
     header = Text.assemble(
         ("Audit ", "bold"), (report.model.type, "cyan"), f"\n  devices  {devices}\n  dtypes   {dtypes}"
     )
+    if report.distributed is not None and report.distributed.gathered:
+        header.append(f"\n  ranks    {len(report.distributed.ranks)} (devices and dtypes above are rank "
+                      f"{report.distributed.this_rank.rank}'s; findings cover every rank)")
     verdict = Text("OK: no errors" if report.ok else "FAILED: errors found", style="green" if report.ok else "red")
     if not report.findings:
         return Group(header, Text("no findings", style="green"), verdict)
@@ -165,16 +174,24 @@ def _tree_label(row: Row, report: SummaryReport) -> Text:
 def tensor_table(report: SummaryReport) -> Table:
     """Every parameter and buffer, one row each (``summary --tensors``)."""
     table = Table(title="Tensors", title_justify="left", show_edge=False)
-    for col in ("name", "kind", "shape", "dtype", "device", "numel", "grad/persist"):
+    sharded = report.distributed is not None  # DTensors: shape/numel are global; add the local shard
+    columns = ("name", "kind", "shape", "dtype", "device", "numel", "grad/persist")
+    for col in columns + (("local shape", "placement") if sharded else ()):
         table.add_column(col, justify="right" if col == "numel" else "left")
     for info in (*report.parameters, *report.buffers):
         flag = ("trainable" if info.requires_grad else "frozen") if info.kind.value == "parameter" else (
             "persistent" if info.persistent else "non-persistent"
         )
         shared = f" (= {', '.join(info.shared_with)})" if info.shared_with else ""
+        local = ()
+        if sharded:
+            from modscope.render.distributed import placement_cell
+
+            s = info.sharding
+            local = ("" if s is None else shape_str(s.local_shape), placement_cell(s) or "plain")
         table.add_row(
             info.name + shared, info.kind.value, shape_str(info.shape), info.dtype, info.device,
-            human_count(info.numel), flag,
+            human_count(info.numel), flag, *local,
         )
     return table
 

@@ -14,6 +14,7 @@ from modscope.report.grads import (
     ParamGradStats,
 )
 from modscope.report.nonfinite import NonfiniteEvent, NonfiniteReport, Origin, TensorStats
+from modscope.report.distributed import DistributedInfo, MeshInfo, RankInfo, ShardingInfo
 from modscope.report.static import (
     AuditReport,
     Finding,
@@ -32,6 +33,10 @@ from modscope.report.timing import LayerTiming, PassTiming, TimeStat, TimingRepo
 
 __all__ = [
     "AuditReport",
+    "DistributedInfo",
+    "MeshInfo",
+    "RankInfo",
+    "ShardingInfo",
     "Finding",
     "ForwardReport",
     "MemoryEstimate",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from modscope.report.dcp_layout import DcpLayout
 from modscope.report.static import ModelRef, SharedGroup
 
 
@@ -93,9 +94,10 @@ class CheckpointSummary:
     tensors: tuple[StoredTensor, ...]
     nodes: tuple[PrefixNode, ...]  # pre-order, root first
     shared: tuple[SharedGroup, ...]
+    layout: DcpLayout | None = None  # DCP folders: chunks per tensor and bytes per data file
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "schema": "modscope.checkpoint/1",
             "checkpoint": self.checkpoint.to_dict(),
             "totals": self.totals.to_dict(),
@@ -103,6 +105,9 @@ class CheckpointSummary:
             "tree": [n.to_dict() for n in self.nodes],
             "shared": [g.to_dict() for g in self.shared],
         }
+        if self.layout is not None:
+            out["layout"] = self.layout.to_dict()
+        return out
 
     def __rich__(self):
         from modscope.render.checkpoint import checkpoint_summary_view

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from modscope.report.forward import ForwardReport
 
+from modscope.report.distributed import DistributedInfo, ShardingInfo
+
 
 class TensorKind(str, Enum):
     PARAMETER = "parameter"
@@ -48,6 +50,7 @@ class TensorInfo:
     requires_grad: bool
     persistent: bool | None = None  # buffers only: False means absent from state_dict
     shared_with: tuple[str, ...] = ()
+    sharding: ShardingInfo | None = None  # DTensors only: shape/numel/bytes above are GLOBAL, this is the shard
 
     @property
     def initialized(self) -> bool:
@@ -68,6 +71,8 @@ class TensorInfo:
         else:
             out["persistent"] = self.persistent
         out["shared_with"] = list(self.shared_with)
+        if self.sharding is not None:
+            out["sharding"] = self.sharding.to_dict()
         return out
 
 
@@ -160,6 +165,7 @@ class SummaryReport:
     shared: tuple[SharedGroup, ...]
     warnings: tuple[Finding, ...]
     forward: ForwardReport | None = None  # set when inputs were given (``summary(model, inputs=...)``)
+    distributed: DistributedInfo | None = None  # DTensor models and gathered (multi-rank) reports
 
     def module(self, name: str) -> ModuleInfo:
         """The module record named ``name`` ("" is the root)."""
@@ -186,6 +192,8 @@ class SummaryReport:
             out["flops_total"] = self.forward.flops_total
             out["memory"] = None if memory is None else memory.to_dict()
             out["forward"] = self.forward.to_dict()
+        if self.distributed is not None:
+            out["distributed"] = self.distributed.to_dict()
         return out
 
     def __rich__(self):
@@ -202,13 +210,14 @@ class AuditReport:
     devices: dict[str, int]  # device -> number of elements (params + buffers)
     dtypes: dict[str, int]  # dtype -> number of elements
     findings: tuple[Finding, ...]
+    distributed: DistributedInfo | None = None  # DTensor models and gathered (multi-rank) reports
 
     @property
     def ok(self) -> bool:
         return not any(f.severity is Severity.ERROR for f in self.findings)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "schema": "modscope.audit/1",
             "model": asdict(self.model),
             "ok": self.ok,
@@ -216,6 +225,9 @@ class AuditReport:
             "dtypes": dict(self.dtypes),
             "findings": [f.to_dict() for f in self.findings],
         }
+        if self.distributed is not None:
+            out["distributed"] = self.distributed.to_dict()
+        return out
 
     def __rich__(self):
         from modscope.render.console import audit_view

@@ -49,14 +49,40 @@ def diff(
         return diff_checkpoints(left, right, rtol=rtol, atol=atol, keys_only=keys_only, progress=progress)
 
 
-def check(model: nn.Module, weights, *, key: str | None = None, trust: bool = False, target: str | None = None) -> CompatReport:
+def check(
+    model: nn.Module | str,
+    weights,
+    *,
+    key: str | None = None,
+    trust: bool = False,
+    target: str | None = None,
+    kwargs: dict | None = None,
+) -> CompatReport:
     """Would ``model.load_state_dict(weights, strict=True)`` work? A dry run that leaves ``model`` untouched.
+
+    ``model`` may be a TARGET spec (``"file.py:Net"``, constructor ``kwargs``); it is then built on the meta
+    device when its constructor allows, so checking a huge model costs no memory.
 
     >>> report = modscope.check(model, "ddp_run.pt")
     >>> report.ok, report.missing, report.suggestion
     """
+    if isinstance(model, str):
+        target, model = model, _build_for_check(model, trust, kwargs)
     with _opened(weights, key, trust) as ckpt:
         return check_compat(model, ckpt, target=target)
+
+
+def _build_for_check(target: str, trust: bool, kwargs: dict | None) -> nn.Module:
+    """Shapes and dtypes are all a dry run needs: build on the meta device (no memory), else normally."""
+    from modscope.errors import LoadError
+    from modscope.load import is_object_spec, load_model
+
+    if is_object_spec(target):
+        try:
+            return load_model(target, kwargs=kwargs, trust=trust, device="meta")
+        except LoadError:
+            pass  # some constructors need real tensors; the second attempt reports its own error
+    return load_model(target, kwargs=kwargs, trust=trust)
 
 
 @contextlib.contextmanager

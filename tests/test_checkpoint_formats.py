@@ -207,3 +207,8 @@ def test_untied_copies_compare_equal(files):
         for name in STATE:
             assert torch.equal(a.read(name), b.read(name))
     assert untied(STATE).keys() == STATE.keys()
+
+
+def test_a_model_with_uninitialized_lazy_parameters_is_not_a_source():
+    with pytest.raises(CheckpointError, match="uninitialized lazy parameters"):
+        open_checkpoint(nn.Sequential(nn.LazyLinear(3)))

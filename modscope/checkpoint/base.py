@@ -48,6 +48,7 @@ class CheckpointReader(ABC):
 
     def __init__(self, path: str):
         self.path = path
+        self._flat: tuple[str, torch.Tensor] | None = None  # the last tensor flattened by ``read_into``
 
     @abstractmethod
     def entries(self) -> dict[str, TensorMeta]:
@@ -66,12 +67,19 @@ class CheckpointReader(ABC):
         """The whole tensor on CPU (a read-only-by-contract memory map where possible: do not write to it)."""
 
     def read_into(self, name: str, start: int, out: torch.Tensor) -> None:
-        """Fill 1-D ``out`` (of the entry's dtype) with elements ``start .. start + len(out)`` in row-major order."""
-        flat = self.read(name).reshape(-1)
-        out.copy_(flat[start : start + out.numel()])
+        """Fill 1-D ``out`` (of the entry's dtype) with elements ``start .. start + len(out)`` in row-major order.
+
+        This fallback flattens the whole tensor (kept for the next call: a scan reads one tensor in many
+        ranges); readers of file formats override it with plain file reads.
+        """
+        cached = self._flat
+        if cached is None or cached[0] != name:
+            cached = self._flat = (name, self.read(name).reshape(-1))
+        out.copy_(cached[1][start : start + out.numel()])
 
     def close(self) -> None:
         """Release open files and maps."""
+        self._flat = None
 
     def __enter__(self):
         return self

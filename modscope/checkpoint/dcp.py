@@ -157,6 +157,7 @@ class DcpReader(CheckpointReader):
                 self._files.read_into(piece.file, piece.offset + (lo - piece.first) * itemsize, out[lo - start : hi - start])
 
     def close(self) -> None:
+        super().close()
         self._files.close()
 
     # --- where the bytes are ---------------------------------------------------------------------------

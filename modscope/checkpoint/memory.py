@@ -41,8 +41,3 @@ class TensorDictReader(CheckpointReader):
 
     def read(self, name: str) -> torch.Tensor:
         return self._tensors[name].detach().cpu()
-
-    def read_into(self, name: str, start: int, out: torch.Tensor) -> None:
-        tensor = self._tensors[name].detach()
-        flat = tensor.reshape(-1) if tensor.is_contiguous() else tensor.contiguous().view(-1)
-        out.copy_(flat[start : start + out.numel()])

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+from torch.nn.parameter import is_lazy
 
 from modscope.checkpoint.memory import TensorDictReader
 from modscope.collect.walk import join, visits
+from modscope.errors import CheckpointError
 
 
 def state_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -32,5 +34,11 @@ class ModuleReader(TensorDictReader):
     """The state of an ``nn.Module`` (a TARGET like ``file.py:Net``, a TorchScript or a trusted whole-model pickle)."""
 
     def __init__(self, label: str, model: nn.Module, *, fmt: str = "model"):
-        super().__init__(label, state_tensors(model), fmt=fmt)
-        self.model_type = type(model).__name__
+        tensors = state_tensors(model)
+        lazy = [name for name, t in tensors.items() if is_lazy(t)]
+        if lazy:
+            raise CheckpointError(
+                f"{label} has uninitialized lazy parameters ({', '.join(lazy[:3])}{' ...' if len(lazy) > 3 else ''}): "
+                "their shapes and values exist only after a first forward pass"
+            )
+        super().__init__(label, tensors, fmt=fmt)

@@ -142,6 +142,7 @@ class TorchZipReader(CheckpointReader):
         return self._starts[name] + t.storage_offset() * t.element_size()
 
     def close(self) -> None:
+        super().close()
         self._files.close()
 
 

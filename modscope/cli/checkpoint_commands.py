@@ -18,10 +18,9 @@ from modscope.cli.common import (
     Target,
     TrustOpt,
     emit,
-    load_target,
     reporting_errors,
 )
-from modscope.errors import EXIT_FINDINGS, EXIT_OK, LoadError, UsageError
+from modscope.errors import EXIT_FINDINGS, EXIT_OK, UsageError
 
 Source = Annotated[
     str,
@@ -85,10 +84,11 @@ def check(
     """Would CKPT load into TARGET with load_state_dict(strict=True)? A dry run; exit 0 when it would, else 1."""
     with reporting_errors(debug):
         import modscope
+        from modscope.load import parse_constructor_args
         from modscope.render.checkpoint import compat_view
 
-        model = _model_for_check(target, arg, args_json, trust)
-        report = modscope.check(model, weights, key=key, trust=trust, target=target)
+        kwargs = parse_constructor_args(arg or (), args_json)
+        report = modscope.check(target, weights, key=key, trust=trust, kwargs=kwargs)
         emit(report, as_json=json, view=compat_view(report, limit=None if all_ else 20))
     if not report.ok:
         raise typer.Exit(EXIT_FINDINGS)
@@ -134,18 +134,6 @@ def _summarize(target, key, trust):
     import modscope
 
     return modscope.inspect_checkpoint(target, key=key, trust=trust)
-
-
-def _model_for_check(target, arg, args_json, trust):
-    """Shapes and dtypes are all a dry run needs: build on the meta device (no memory), else normally."""
-    from modscope.load import is_object_spec
-
-    if is_object_spec(target):
-        try:
-            return load_target(target, arg, args_json, trust, device="meta")
-        except LoadError:
-            pass  # some constructors need real tensors; the second attempt reports its own error
-    return load_target(target, arg, args_json, trust)
 
 
 @contextlib.contextmanager

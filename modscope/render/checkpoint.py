@@ -62,7 +62,7 @@ def checkpoint_tree_view(report: CheckpointSummary, *, depth: int | None = None,
                 label.append(f"  = {', '.join(t.shared_with)}", style="yellow")
             branch.add(label)
         for row in group_children([by_name[c] for c in node.children], collapse):
-            label = Text(row.label[cut:] if row.count == 1 else _run_label(row, cut), style="bold")
+            label = Text(row.label[cut:], style="bold")
             if row.count > 1:
                 label.append(f" x{row.count}", style="magenta")
                 label.append(_size(row.module.numel_total, " each"))
@@ -165,7 +165,7 @@ def _prefix_table(report: CheckpointSummary, depth: int, collapse: bool) -> Tabl
     while rows:
         row, level = rows.pop(0)
         node, each = row.module, " each" if row.count > 1 else ""
-        label = "(all)" if not node.name else (row.label if row.count == 1 else _run_label(row, 0))
+        label = row.label if node.name else "(all)"
         table.add_row(
             "  " * level + label + (f" x{row.count}" if row.count > 1 else ""),
             f"{node.tensors_total:,}",
@@ -196,10 +196,6 @@ def _totals_table(report: CheckpointSummary) -> Table:
 def _other_candidates(ref: CheckpointRef) -> str:
     chosen = ref.key or ""
     return ", ".join(f"{k or '(root)'} ({n} tensors)" for k, n in ref.candidates if k != chosen)
-
-
-def _run_label(row: Row, cut: int) -> str:
-    return row.label[cut:] if cut else row.label
 
 
 def _size(numel: int, each: str = "") -> Text:

@@ -100,6 +100,7 @@ def zoo(rounds: int) -> list[str]:
 
 def decoder(rounds: int) -> list[str]:
     import torchinfo
+    from torch.utils.flop_counter import FlopCounterMode
 
     from bench.decoder import decoder_59b
 
@@ -109,8 +110,18 @@ def decoder(rounds: int) -> list[str]:
     built = time.process_time() - started
     ids = torch.randint(0, 32000, (1, 4096), device="meta")
     params = sum(p.numel() for p in model.parameters())
+    def plain():
+        with torch.no_grad():
+            model(ids)
+
+    def flop_counter():
+        with torch.no_grad(), FlopCounterMode(display=False):
+            model(ids)
+
     t = best_of(
         {
+            "plain": plain,
+            "fcm": flop_counter,
             "torchinfo": lambda: torchinfo.summary(model, input_data=ids, device="meta", verbose=0),
             "shapes_flops": lambda: analyse_forward(model, ids, parameters=(), buffers=(), device="meta", memory=False),
             "shapes": lambda: analyse_forward(
@@ -128,6 +139,8 @@ def decoder(rounds: int) -> list[str]:
         "",
         "| what | time |",
         "| --- | --- |",
+        f"| plain forward, meta, no_grad (for scale) | {t['plain']:.2f} s |",
+        f"| the same under FlopCounterMode alone (for scale) | {t['fcm']:.2f} s |",
         f"| torchinfo.summary, meta, shapes only | {t['torchinfo']:.2f} s |",
         f"| modscope forward pass, meta, shapes + FLOPs | {t['shapes_flops']:.2f} s "
         f"(**{t['shapes_flops'] / t['torchinfo']:.2f}x** torchinfo) |",

@@ -105,8 +105,10 @@ class FlopCounter(FlopCounterMode):
         return self
 
     def _count_flops(self, func_packet, out, args, kwargs):
-        if self._listing and func_packet not in self.flop_registry:
-            self.uncounted[func_packet] += 1
+        if func_packet not in self.flop_registry:  # most ops: nothing for FlopCounterMode to add
+            if self._listing:
+                self.uncounted[func_packet] += 1
+            return out
         return super()._count_flops(func_packet, out, args, kwargs)
 
     @contextlib.contextmanager

@@ -1,7 +1,7 @@
 """One forward pass, recorded per module: calls, input/output shapes, output bytes, self and inclusive FLOPs.
 
-Everything that touches the model happens inside ``preserved_state`` (modes, grads, devices, hooks and buffer
-values come back as they were) and ``torch.random.fork_rng`` (dropout does not move the global RNG).
+Everything that touches the model happens inside ``preserved_state`` (modes, grads, devices, hooks, buffer
+values and the RNG state come back as they were).
 FLOPs come from one ``FlopCounter`` around the whole pass; the module hooks only read its running total
 on entry and exit, so a module's inclusive FLOPs are "total at exit - total at entry" and its self FLOPs
 subtract what its submodules' calls added.
@@ -173,8 +173,7 @@ def run_pass(
     recorder = _Recorder([name for name, _ in firsts], counter)
     output, error = None, None
     with contextlib.ExitStack() as stack:
-        stack.enter_context(preserved_state(model))
-        stack.enter_context(torch.random.fork_rng(devices=_cuda_devices(model, inputs)))
+        stack.enter_context(preserved_state(model))  # also forks the RNG: dropout leaves the user's stream alone
         model.train(training)
         stack.enter_context(torch.set_grad_enabled(grad))
         if record:
@@ -237,15 +236,3 @@ def never_called(firsts: list[tuple[str, nn.Module]], stats: dict[str, _Stats]) 
             flagged.add(name)
             out.append(name)
     return out
-
-
-def _cuda_devices(model: nn.Module, inputs: ModelInputs) -> list[int]:
-    devices = set()
-    for t in (*iter_tensors(inputs.args), *iter_tensors(inputs.kwargs)):
-        if t.is_cuda:
-            devices.add(t.device.index or 0)
-    for p in model.parameters():
-        if p.is_cuda:
-            devices.add(p.device.index or 0)
-        break
-    return sorted(devices)

@@ -217,3 +217,24 @@ def test_sparse_gradients():
     with modscope.watch_gradients(model) as watch:
         model(torch.tensor([1, 1, 4])).sum().backward()
     assert watch.report().param("weight").norm_last == pytest.approx(model.weight.grad.to_dense().norm().item())
+
+
+def test_a_backward_that_raises_does_not_break_later_steps():
+    class Boom(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, grad):
+            raise RuntimeError("backward failed")
+
+    a, b = nn.Linear(2, 2), nn.Linear(2, 1)
+    model = nn.Sequential(a, b)
+    with modscope.watch_gradients(model) as watch:
+        with pytest.raises(RuntimeError, match="backward failed"):
+            b(Boom.apply(a(torch.ones(1, 2)))).sum().backward()  # b's gradients accumulate, then it fails
+        model.zero_grad()
+        model(torch.ones(1, 2)).sum().backward()
+    report = watch.report()
+    assert [s.with_grad for s in report.steps] == [4]

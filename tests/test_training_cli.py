@@ -74,7 +74,7 @@ def test_time_table_and_json(cli):
     result = cli("time", f"{MODELS}:KnownTimes", "--input", "2,8", "--backward", "--warmup", "1", "--repeat",
                  "3", "--top", "2")
     assert result.returncode == 0, result.stderr
-    assert "Slowest 2 of 7 modules" in result.stdout and "slow" in result.stdout
+    assert "Slowest 2 of 7 modules" in result.stdout and "bwd self" in result.stdout
     result = cli("time", "examples/lenet.py:LeNet", "--input", "1,1,28,28", "--repeat", "2", "--json")
     doc = json.loads(result.stdout)
     assert doc["schema"] == "modscope.time/1" and doc["backward"] is None and len(doc["layers"]) == 14

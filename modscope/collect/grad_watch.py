@@ -88,7 +88,7 @@ class GradientWatch:
     _params: list[torch.Tensor] = field(default_factory=list)
     _frozen: list = field(default_factory=list)
     _touched: list[int] = field(default_factory=list)
-    _queued: bool = False
+    _task: int | None = None  # the autograd graph task whose parameters are being collected
     _pending: list[tuple[int, list[int], torch.Tensor | list[torch.Tensor]]] = field(default_factory=list)
     _running: list[_Running] = field(default_factory=list)
     _steps: list[GradStep] = field(default_factory=list)
@@ -137,15 +137,17 @@ class GradientWatch:
 
     def _accumulated(self, index: int):
         def hook(_param: torch.Tensor) -> None:
-            self._touched.append(index)
-            if not self._queued:
-                self._queued = True
+            task = torch._C._current_graph_task_id()
+            if task != self._task:  # the first parameter of this backward pass
+                # (a pass that raised never ran its end callback: its parameters are dropped here)
+                self._task, self._touched = task, []
                 torch.autograd.Variable._execution_engine.queue_callback(self._end_of_backward)
+            self._touched.append(index)
 
         return hook
 
     def _end_of_backward(self) -> None:
-        indices, self._touched, self._queued = sorted(set(self._touched)), [], False
+        indices, self._touched, self._task = sorted(set(self._touched)), [], None
         self._record(indices)
 
     def _before_optimizer_step(self, _optimizer, _args, _kwargs) -> None:

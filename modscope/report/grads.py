@@ -40,6 +40,25 @@ def count_statuses(records) -> dict[str, int]:
     return {s.value: found.count(s) for s in GradStatus if s in found}
 
 
+class _Verdicts:
+    """For reports with ``params`` records carrying a ``status``: the failing ones, ok, and a tally."""
+
+    params: tuple
+
+    @property
+    def problems(self) -> tuple:
+        """Trainable parameters whose status fails the check (no_grad, zero, nonfinite)."""
+        return tuple(p for p in self.params if p.status.fails)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def counts(self) -> dict[str, int]:
+        """Number of parameter tensors per status, most severe first (statuses that occur only)."""
+        return count_statuses(self.params)
+
+
 @dataclass(frozen=True)
 class GradThresholds:
     """Bounds on a parameter's gradient norm; outside them it is ``vanishing`` or ``exploding``."""
@@ -106,7 +125,7 @@ class ModuleGrad:
 
 
 @dataclass(frozen=True)
-class GradReport:
+class GradReport(_Verdicts):
     """One forward, loss and backward pass (``modscope.grads``); ``ok`` is False when a trainable parameter is
     ``no_grad``, ``zero`` or ``nonfinite``."""
 
@@ -116,18 +135,6 @@ class GradReport:
     thresholds: GradThresholds
     params: tuple[ParamGrad, ...]
     modules: tuple[ModuleGrad, ...]
-
-    @property
-    def problems(self) -> tuple[ParamGrad, ...]:
-        return tuple(p for p in self.params if p.status.fails)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    def counts(self) -> dict[str, int]:
-        """Number of parameter tensors per status, most severe first (statuses that occur only)."""
-        return count_statuses(self.params)
 
     def param(self, name: str) -> ParamGrad:
         for p in self.params:
@@ -199,7 +206,7 @@ class ParamGradStats:
 
 
 @dataclass(frozen=True)
-class GradWatchReport:
+class GradWatchReport(_Verdicts):
     """Gradient history of a training run (``modscope.watch_gradients``)."""
 
     model: ModelRef
@@ -207,17 +214,6 @@ class GradWatchReport:
     thresholds: GradThresholds
     steps: tuple[GradStep, ...]
     params: tuple[ParamGradStats, ...]
-
-    @property
-    def problems(self) -> tuple[ParamGradStats, ...]:
-        return tuple(p for p in self.params if p.status.fails)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    def counts(self) -> dict[str, int]:
-        return count_statuses(self.params)
 
     def param(self, name: str) -> ParamGradStats:
         for p in self.params:

@@ -9,6 +9,9 @@ from typing import Any, Iterator
 
 import torch
 
+from modscope._format import structure_str
+from modscope.collect.structure import describe as describe_structure
+
 MAX_LINES = 10
 
 
@@ -53,17 +56,8 @@ def leaves(value: Any, path: str = "output") -> Iterator[tuple[str, Any]]:
 
 
 def describe(value: Any) -> str:
-    """A short structural description: ``Tensor(1, 10) float32``, ``(Tensor(1, 10), Tensor(1, 4))``."""
-    if isinstance(value, torch.Tensor):
-        return f"Tensor{tuple(value.shape)} {str(value.dtype).removeprefix('torch.')}"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k!r}: {describe(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, (tuple, list)):
-        inner = ", ".join(describe(v) for v in value)
-        return f"({inner},)" if isinstance(value, tuple) and len(value) == 1 else (
-            f"({inner})" if isinstance(value, tuple) else f"[{inner}]"
-        )
-    return type(value).__name__
+    """A short structural description: ``2x1000``, ``(2x10, 2x4)``, ``{logits: 1x10, embedding: 1x32}``."""
+    return structure_str(describe_structure(value))
 
 
 def tensor_difference(a: torch.Tensor, b: torch.Tensor, *, rtol: float = 0.0, atol: float = 0.0) -> str | None:

@@ -5,6 +5,7 @@ Pure functions over tensors and plain containers; nothing here touches a model.
 from __future__ import annotations
 
 import dataclasses
+import io
 from typing import Any, Iterator
 
 import torch
@@ -20,6 +21,15 @@ def fail(headline: str, details: list[str] = (), *, limit: int = MAX_LINES) -> N
     __tracebackhide__ = True
     lines = [headline] + ["  " + line for line in truncated(list(details), limit)]
     raise AssertionError("\n".join(lines))
+
+
+def plain_text(renderable, width: int = 120) -> list[str]:
+    """A report's rich view as plain lines (no colour), as ``modscope`` would print it."""
+    from rich.console import Console
+
+    console = Console(width=width, file=io.StringIO(), color_system=None, soft_wrap=True)
+    console.print(renderable)
+    return [line.rstrip() for line in console.file.getvalue().splitlines()]
 
 
 def truncated(lines: list[str], limit: int = MAX_LINES) -> list[str]:

@@ -12,6 +12,7 @@ import torch
 
 from modscope._format import structure_str
 from modscope.collect.structure import describe as describe_structure
+from modscope.collect.tensors import dtype_name
 
 MAX_LINES = 10
 
@@ -75,7 +76,7 @@ def tensor_difference(a: torch.Tensor, b: torch.Tensor, *, rtol: float = 0.0, at
     if tuple(a.shape) != tuple(b.shape):
         return f"shape {tuple(a.shape)} vs {tuple(b.shape)}"
     if a.dtype != b.dtype:
-        return f"dtype {_dtype(a.dtype)} vs {_dtype(b.dtype)}"
+        return f"dtype {dtype_name(a.dtype)} vs {dtype_name(b.dtype)}"
     if a.is_meta or b.is_meta:
         return None  # no values to compare
     a, b = a.detach().cpu(), b.detach().cpu()
@@ -106,7 +107,9 @@ def value_differences(a: Any, b: Any, *, rtol: float = 0.0, atol: float = 0.0) -
 
 
 def leaf_differences(left: dict[str, Any], right: dict[str, Any], *, rtol: float = 0.0, atol: float = 0.0) -> list[str]:
-    """``path: how`` for every path of ``left`` whose leaf differs from the one in ``right`` (same paths)."""
+    """``path: how`` for every path whose leaf differs between two ``leaves`` mappings."""
+    if left.keys() != right.keys():
+        return [f"output structure differs: {', '.join(left)} vs {', '.join(right)}"]
     out = []
     for path, x in left.items():
         y = right[path]
@@ -129,7 +132,3 @@ def _plain_equal(x: Any, y: Any) -> bool:
 def _item(t: torch.Tensor, index: tuple) -> str:
     value = t[index].item() if index else t.item()
     return f"{value:.6g}" if isinstance(value, float) else str(value)
-
-
-def _dtype(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")

@@ -153,17 +153,13 @@ class SnapshotFixture:
             ) from None
         if old == new:
             return
-        lines = diff_snapshots(old, new)
-        if len(lines) > MAX_DIFF_LINES:
-            lines = lines[: MAX_DIFF_LINES - 1] + [f"... and {len(lines) - MAX_DIFF_LINES + 1} more lines"]
-        raise AssertionError(
-            "\n".join(
-                [
-                    f"architecture of {new.get('model')} differs from snapshot {_relative(path, self.root)}",
-                    "(if the change is intended, rerun with --modscope-update and commit the snapshot)",
-                    *lines,
-                ]
-            )
+        from modscope.testing._compare import fail  # torch is loaded by now
+
+        fail(
+            f"architecture of {new.get('model')} differs from snapshot {_relative(path, self.root)}",
+            ["(if the change is intended, rerun with --modscope-update and commit the snapshot)"]
+            + diff_snapshots(old, new),
+            limit=MAX_DIFF_LINES,
         )
 
     def _write(self, path: Path, snapshot: dict[str, Any]) -> None:

@@ -2,7 +2,8 @@
 
 A snapshot is JSON with one entry per line (diffs well in git): the model type, totals, every module
 (type and ``extra_repr``, in pre-order), every parameter/buffer (kind, shape, dtype), and with inputs the
-input and output shapes. Nothing machine-specific goes in: no devices, addresses, timings or values.
+shapes every module was called with and returned. Nothing machine-specific goes in: no devices, addresses,
+timings or values.
 
 The pytest fixture ``modscope_snapshot`` (``modscope.plugin``) is a thin door over ``SnapshotFixture``.
 torch is imported only when a snapshot is built, so loading the plugin costs nothing.
@@ -22,17 +23,15 @@ MAX_DIFF_LINES = 40
 
 
 def build_snapshot(model, inputs: Any = None) -> dict[str, Any]:
-    """The snapshot of ``model`` as plain data (``inputs``: also record input and output shapes)."""
+    """The snapshot of ``model`` as plain data; with ``inputs``, also what every module was called with and
+    returned in one forward pass (``modscope.summary(model, inputs=...)``, eval mode)."""
     from modscope.static import summary
-    from modscope.testing._compare import leaves
-    from modscope.testing._model import run_forward
 
-    report = summary(model, check_values=False)
+    report = summary(model, inputs=inputs, flops=False, memory=False, check_values=False)
     totals = report.totals
     modules: dict[str, str] = {}
     for info in report.modules:
-        extra = _ADDRESS.sub("", info.extra)
-        modules[info.name] = f"{info.type}({extra})"
+        modules[info.name] = f"{info.type}({_ADDRESS.sub('', info.extra)})"
         modules.update({alias: f"= {info.name or '(root)'}" for alias in info.aliases})
     tensors: dict[str, str] = {}
     for info in (*report.parameters, *report.buffers):
@@ -50,14 +49,8 @@ def build_snapshot(model, inputs: Any = None) -> dict[str, Any]:
         "modules": modules,
         "tensors": tensors,
     }
-    if inputs is not None:
-        from modscope.inputs import as_model_inputs
-
-        given = as_model_inputs(inputs)
-        output = run_forward(model, given)
-        named = [(f"args[{i}]", a) for i, a in enumerate(given.args)] + list(given.kwargs.items())
-        snap["inputs"] = {path: _leaf(v) for label, value in named for path, v in leaves(value, label)}
-        snap["outputs"] = {path: _leaf(v) for path, v in leaves(output, "output")}
+    if report.forward is not None:
+        snap["forward"] = {m.name: _call_line(m) for m in report.forward.modules if m.first is not None}
     return snap
 
 
@@ -80,7 +73,8 @@ def render(snapshot: dict[str, Any]) -> str:
 
 
 def diff_snapshots(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Readable structural differences, section by section: ``+`` added, ``-`` removed, ``~`` changed."""
+    """Readable structural differences, section by section, as in a unified diff: ``-`` the snapshot's entry,
+    ``+`` the model's (a changed entry shows both)."""
     out: list[str] = []
     for section in dict.fromkeys([*old, *new]):
         a, b = old.get(section), new.get(section)
@@ -89,11 +83,19 @@ def diff_snapshots(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         if not (isinstance(a, dict) and isinstance(b, dict)):
             out.append(f"{section}: {_show(a)} -> {_show(b)}")
             continue
-        lines = [f"  - {k}: {_show(v)}" for k, v in a.items() if k not in b]
-        lines += [f"  + {k}: {_show(v)}" for k, v in b.items() if k not in a]
-        lines += [f"  ~ {k}: {_show(a[k])} -> {_show(b[k])}" for k in b if k in a and a[k] != b[k]]
-        counts = _counts(lines)
-        out.append(f"{section} ({counts}):")
+        lines: list[str] = []
+        counts = {"added": 0, "removed": 0, "changed": 0}
+        for key in [*a, *(k for k in b if k not in a)]:
+            label = key or "(root)"
+            if key in a and key in b and a[key] == b[key]:
+                continue
+            if key in a:
+                lines.append(f"  - {label}: {_show(a[key])}")
+            if key in b:
+                lines.append(f"  + {label}: {_show(b[key])}")
+            counts["changed" if key in a and key in b else "removed" if key in a else "added"] += 1
+        summary = ", ".join(f"{n} {what}" for what, n in counts.items() if n)
+        out.append(f"{section} ({summary}):")
         out.extend(lines)
     return out
 
@@ -151,17 +153,13 @@ class SnapshotFixture:
             ) from None
         if old == new:
             return
-        lines = diff_snapshots(old, new)
-        if len(lines) > MAX_DIFF_LINES:
-            lines = lines[: MAX_DIFF_LINES - 1] + [f"... and {len(lines) - MAX_DIFF_LINES + 1} more lines"]
-        raise AssertionError(
-            "\n".join(
-                [
-                    f"architecture of {new.get('model')} differs from snapshot {_relative(path, self.root)}",
-                    "(if the change is intended, rerun with --modscope-update and commit the snapshot)",
-                    *lines,
-                ]
-            )
+        from modscope.testing._compare import fail  # torch is loaded by now
+
+        fail(
+            f"architecture of {new.get('model')} differs from snapshot {_relative(path, self.root)}",
+            ["(if the change is intended, rerun with --modscope-update and commit the snapshot)"]
+            + diff_snapshots(old, new),
+            limit=MAX_DIFF_LINES,
         )
 
     def _write(self, path: Path, snapshot: dict[str, Any]) -> None:
@@ -194,20 +192,15 @@ def _tensor_line(info) -> str:
     return line
 
 
-def _leaf(value: Any) -> str:
-    if hasattr(value, "shape") and hasattr(value, "dtype"):
-        return f"{tuple(value.shape)} {str(value.dtype).removeprefix('torch.')}"
-    return type(value).__name__
+def _call_line(module) -> str:
+    """'2x3x32x32 -> (2x10, 2x4)' for a module's first call; '[3 calls]' when it ran more than once."""
+    from modscope._format import call_str, structure_str
 
-
-def _counts(lines: list[str]) -> str:
-    marks = {"-": "removed", "+": "added", "~": "changed"}
-    parts = []
-    for mark, word in marks.items():
-        n = sum(1 for line in lines if line.startswith(f"  {mark} "))
-        if n:
-            parts.append(f"{n} {word}")
-    return ", ".join(parts)
+    first = module.first
+    line = f"{call_str(first.args, first.kwargs)} -> {structure_str(first.output)}"
+    if module.calls > 1:
+        line += f"  [{module.calls} calls]"
+    return _ADDRESS.sub("", line)
 
 
 def _show(value: Any) -> str:

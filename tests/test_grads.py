@@ -90,6 +90,24 @@ def test_losses():
         modscope.grads(model, x, loss="hinge")
 
 
+def test_loss_function():
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    x, labels = torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1])
+
+    def cross_entropy(logits):
+        return nn.functional.cross_entropy(logits, labels)
+
+    report = modscope.grads(model, x, loss=cross_entropy)
+    assert report.loss == "cross_entropy"
+    assert report.loss_value == pytest.approx(cross_entropy(model(x)).item(), rel=1e-5)
+    cross_entropy(model(x)).backward()
+    assert report.param("weight").norm == pytest.approx(model.weight.grad.norm().item(), rel=1e-5)
+    assert modscope.grads(model, x, loss=lambda out: out.pow(2).sum()).loss == "<lambda>"
+    with pytest.raises(UsageError, match=r"the loss function returned \(5, 3\); it must return a scalar tensor"):
+        modscope.grads(model, x, loss=lambda out: out)
+
+
 def test_thresholds_are_configurable_and_reported():
     torch.manual_seed(0)
     model = nn.Linear(4, 2)

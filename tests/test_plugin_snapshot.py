@@ -45,8 +45,9 @@ def test_first_run_writes_the_snapshot_and_passes(pytester):
     assert '    "5": "Linear(in_features=8, out_features=10, bias=True)"\n' in text
     assert '    "1.running_mean": "buffer (8,) float32",' in text
     assert '    "1.num_batches_tracked": "buffer () int64"' in text
-    assert '    "args[0]": "(2, 3, 16, 16) float32"' in text
-    assert '    "output": "(2, 10) float32"' in text
+    assert '    "": "2x3x16x16 -> 2x10",' in text  # the forward section: every module's call
+    assert '    "0": "2x3x16x16 -> 2x8x16x16",' in text
+    assert '    "5": "2x8 -> 2x10"\n' in text
 
 
 def test_second_run_matches_and_leaves_the_file_alone(pytester):
@@ -70,15 +71,23 @@ def test_changed_architecture_fails_with_a_structural_diff(pytester):
             f"E*architecture of Sequential differs from snapshot {SNAPSHOT}",
             "E*(if the change is intended, rerun with --modscope-update and commit the snapshot)",
             "E*totals (2 changed):",
-            "E*~ params: 330 -> 285",
-            "E*~ trainable: 330 -> 285",
+            "E*- params: 330",
+            "E*+ params: 285",
+            "E*- trainable: 330",
+            "E*+ trainable: 285",
             "E*modules (1 changed):",
-            "E*~ 5: Linear(in_features=8, out_features=10, bias=True) -> Linear(in_features=8, out_features=5, bias=True)",
+            "E*- 5: Linear(in_features=8, out_features=10, bias=True)",
+            "E*+ 5: Linear(in_features=8, out_features=5, bias=True)",
             "E*tensors (2 changed):",
-            "E*~ 5.weight: parameter (10, 8) float32 -> parameter (5, 8) float32",
-            "E*~ 5.bias: parameter (10,) float32 -> parameter (5,) float32",
-            "E*outputs (1 changed):",
-            "E*~ output: (2, 10) float32 -> (2, 5) float32",
+            "E*- 5.weight: parameter (10, 8) float32",
+            "E*+ 5.weight: parameter (5, 8) float32",
+            "E*- 5.bias: parameter (10,) float32",
+            "E*+ 5.bias: parameter (5,) float32",
+            "E*forward (2 changed):",
+            "E*- (root): 2x3x16x16 -> 2x10",
+            "E*+ (root): 2x3x16x16 -> 2x5",
+            "E*- 5: 2x8 -> 2x10",
+            "E*+ 5: 2x8 -> 2x5",
         ]
     )
     # __tracebackhide__: the user's line is shown, the plugin's internals are not
@@ -93,7 +102,7 @@ def test_update_flag_rewrites_then_matches(pytester):
     result = pytester.runpytest("--modscope-update")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines([f"modscope: updated 1 snapshot(s): {SNAPSHOT}"])
-    assert '"output": "(2, 5) float32"' in (pytester.path / SNAPSHOT).read_text()
+    assert '"5": "2x8 -> 2x5"' in (pytester.path / SNAPSHOT).read_text()
     pytester.runpytest().assert_outcomes(passed=1)
     unchanged = pytester.runpytest("--modscope-update")  # nothing to rewrite: no churn
     unchanged.assert_outcomes(passed=1)
@@ -175,17 +184,33 @@ def test_rendered_snapshot_is_json_with_one_entry_per_line():
     snap = build_snapshot(torchvision.models.resnet18(), inputs=torch.randn(1, 3, 32, 32))
     text = render(snap)
     assert json.loads(text) == snap
-    modules = len(snap["modules"]) + len(snap["tensors"]) + len(snap["totals"])
-    assert len(text.splitlines()) == 2 + 2 + 3 * 2 + modules + 2 * 2 + 2  # braces, scalars, sections, entries
+    entries = sum(len(snap[k]) for k in ("totals", "modules", "tensors", "forward"))
+    assert len(text.splitlines()) == 2 + 2 + 4 * 2 + entries  # braces, scalars, section brackets, entries
 
 
 def test_diff_lists_removed_added_and_changed_per_section():
-    old = build_snapshot(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)))
-    new = build_snapshot(nn.Sequential(nn.Linear(4, 8), nn.GELU(), nn.Linear(8, 2), nn.Softmax(dim=-1)))
+    old = build_snapshot(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2), nn.Dropout()))
+    new = build_snapshot(nn.Sequential(nn.Linear(4, 8), nn.GELU(), nn.Linear(8, 2)))
+    new["modules"]["extra"] = "Identity()"
     assert diff_snapshots(old, new) == [
         "totals (1 changed):",
-        "  ~ modules: 4 -> 5",
-        "modules (1 added, 1 changed):",
-        "  + 3: Softmax(dim=-1)",
-        "  ~ 1: ReLU() -> GELU(approximate='none')",
+        "  - modules: 5",
+        "  + modules: 4",
+        "modules (1 added, 1 removed, 1 changed):",
+        "  - 1: ReLU()",
+        "  + 1: GELU(approximate='none')",
+        "  - 3: Dropout(p=0.5, inplace=False)",
+        "  + extra: Identity()",
+    ]
+
+
+def test_diff_of_counts_uses_thousands_separators():
+    old = build_snapshot(torchvision.models.resnet18())
+    new = build_snapshot(torchvision.models.resnet18(num_classes=10))
+    assert diff_snapshots(old, new)[:5] == [
+        "totals (2 changed):",
+        "  - params: 11,689,512",
+        "  + params: 11,181,642",
+        "  - trainable: 11,689,512",
+        "  + trainable: 11,181,642",
     ]

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from modscope.collect.loss import LossKind, loss_kind, make_loss
+from modscope.collect.loss import Loss, LossKind, loss_label, make_loss
 from modscope.collect.scalars import host_floats
 from modscope.collect.tensors import collect_tensors
 from modscope.collect.walk import visits
@@ -47,15 +47,16 @@ def grads(
     model: nn.Module,
     inputs: Any,
     *,
-    loss: LossKind | str = LossKind.MEAN,
+    loss: Loss = LossKind.MEAN,
     target: torch.Tensor | None = None,
     thresholds: GradThresholds | None = None,
     name: str | None = None,
 ) -> GradReport:
     """Run ``model(inputs)``, reduce the output to a loss and report every parameter's gradient.
 
-    ``inputs``: a tensor, tuple (positional), dict (keyword) or ``ModelInputs``. ``loss``: "sum", "mean" or
-    "cross-entropy" (``target``: class indices; random ones when omitted). ``.grad`` is left untouched.
+    ``inputs``: a tensor, tuple (positional), dict (keyword) or ``ModelInputs``. ``loss``: "sum", "mean",
+    "cross-entropy" (``target``: class indices; random ones when omitted) or a function of the output that
+    returns a scalar tensor. ``.grad`` is left untouched.
 
     >>> report = modscope.grads(model, torch.randn(8, 3, 32, 32), loss="cross-entropy")
     >>> [p.name for p in report.problems]      # trainable parameters with no_grad / zero / nonfinite
@@ -85,7 +86,7 @@ def grads(
     types = {v.name: type(v.module).__name__ for v in visited if v.first}
     return GradReport(
         model=ModelRef(type(model).__name__, name),
-        loss=loss_kind(loss).value,
+        loss=loss_label(loss),
         loss_value=loss_value,
         thresholds=thresholds,
         params=tuple(records),

@@ -1,4 +1,5 @@
-"""A scalar to differentiate, made from whatever a model returned: ``sum``, ``mean`` or ``cross-entropy``.
+"""A scalar to differentiate, made from whatever a model returned: ``sum``, ``mean``, ``cross-entropy``, or a
+function of the output (``loss=lambda out: F.cross_entropy(out, labels)``).
 
 Used by the analyses that need a backward pass (grads, nan, time --backward). Outputs may be a tensor or any
 nesting of tuples, lists and dicts (HuggingFace-style ``ModelOutput`` included); ``sum``/``mean`` add up every
@@ -7,7 +8,7 @@ floating tensor in it, ``cross-entropy`` takes the first one as logits of shape 
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Union
 
 import torch
 import torch.nn.functional as F
@@ -37,22 +38,39 @@ def floating_tensors(value: Any) -> Iterator[torch.Tensor]:
             stack.extend(reversed(item))
 
 
-def loss_kind(value: LossKind | str) -> LossKind:
+LossFn = Callable[[Any], torch.Tensor]  # the model's output -> a scalar tensor
+Loss = Union[LossKind, str, LossFn]
+
+
+def loss_kind(value: Loss) -> LossKind | LossFn:
+    """A LossKind for a name; a loss function as it is."""
+    if callable(value):
+        return value
     try:
         return LossKind(value)
     except ValueError:
-        raise UsageError(f"loss {value!r}: expected one of {', '.join(k.value for k in LossKind)}") from None
+        raise UsageError(f"loss {value!r}: expected one of {', '.join(k.value for k in LossKind)}, or a function") from None
 
 
-def make_loss(
-    output: Any, kind: LossKind | str, target: torch.Tensor | None = None
-) -> torch.Tensor | None:
+def loss_label(value: Loss) -> str:
+    """How reports name the loss: 'mean', 'cross-entropy', or a loss function's name."""
+    kind = loss_kind(value)
+    return kind.value if isinstance(kind, LossKind) else getattr(kind, "__name__", type(kind).__name__)
+
+
+def make_loss(output: Any, kind: Loss, target: torch.Tensor | None = None) -> torch.Tensor | None:
     """The scalar loss for ``output``, or None when nothing in it can carry a gradient.
 
     ``target`` (cross-entropy only) holds class indices shaped like the logits without the class dimension;
-    when omitted, random classes are drawn from a fixed seed.
+    when omitted, random classes are drawn from a fixed seed. A loss function gets ``output`` alone.
     """
     kind = loss_kind(kind)
+    if not isinstance(kind, LossKind):
+        value = kind(output)
+        if not isinstance(value, torch.Tensor) or value.numel() != 1:
+            got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise UsageError(f"the loss function returned {got}; it must return a scalar tensor")
+        return value.reshape(())
     tensors = [t for t in floating_tensors(output) if t.requires_grad]
     if not tensors:
         return None

@@ -27,7 +27,7 @@ from typing import Any, Iterator
 import torch
 import torch.nn as nn
 
-from modscope.collect.loss import LossKind, loss_kind, make_loss
+from modscope.collect.loss import Loss, LossKind, loss_kind, loss_label, make_loss
 from modscope.collect.scalars import host_floats
 from modscope.collect.tensors import dtype_name, trainable_parameters
 from modscope.collect.walk import visits
@@ -56,7 +56,7 @@ def find_nonfinite(
     model: nn.Module,
     inputs: Any,
     *,
-    loss: LossKind | str = LossKind.MEAN,
+    loss: Loss = LossKind.MEAN,
     target: torch.Tensor | None = None,
     backward: bool = True,
     name: str | None = None,
@@ -87,7 +87,7 @@ def find_nonfinite(
         report = detector.report()
     if error is not None and report.forward is None:
         raise ForwardError(f"the model's forward raised {error}")
-    return replace(report, loss=kind.value, loss_value=loss_value, error=error)
+    return replace(report, loss=loss_label(kind), loss_value=loss_value, error=error)
 
 
 @dataclass

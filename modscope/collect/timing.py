@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 
 from modscope.collect.clocks import clock_for, resolve_device
-from modscope.collect.loss import LossKind, loss_kind, make_loss
+from modscope.collect.loss import Loss, LossKind, loss_kind, make_loss
 from modscope.collect.tensors import trainable_parameters
 from modscope.collect.walk import visits
 from modscope.errors import ForwardError, UsageError
@@ -37,7 +37,7 @@ def time_layers(
     backward: bool = False,
     warmup: int = 3,
     repeat: int = 10,
-    loss: LossKind | str = LossKind.MEAN,
+    loss: Loss = LossKind.MEAN,
     target: torch.Tensor | None = None,
     name: str | None = None,
 ) -> TimingReport:
@@ -71,7 +71,7 @@ def time_layers(
 class _Runner:
     """Runs one iteration (forward, then loss and backward when asked) and returns its pass times."""
 
-    def __init__(self, model, inputs, clock, backward: bool, loss: LossKind, target):
+    def __init__(self, model, inputs, clock, backward: bool, loss: Loss, target):
         self.model, self.inputs, self.clock = model, inputs, clock
         self.backward, self.loss, self.target = backward, loss, target
         self.params = [tensor for _, tensor in trainable_parameters(model)]

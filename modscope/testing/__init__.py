@@ -9,6 +9,7 @@ The ``modscope_snapshot`` fixture (architecture snapshots) comes with the pytest
 """
 from modscope.testing.behaviour import assert_deterministic, assert_output_shape, assert_unchanged_by
 from modscope.testing.checkpoints import assert_state_dict_compatible, assert_state_dict_roundtrip
+from modscope.testing.training import assert_gradients_flow, assert_no_nonfinite
 from modscope.testing.structure import (
     assert_devices,
     assert_dtypes,
@@ -21,6 +22,8 @@ __all__ = [
     "assert_deterministic",
     "assert_devices",
     "assert_dtypes",
+    "assert_gradients_flow",
+    "assert_no_nonfinite",
     "assert_no_shared_params",
     "assert_output_shape",
     "assert_param_count",

@@ -5,9 +5,14 @@ Pure functions over tensors and plain containers; nothing here touches a model.
 from __future__ import annotations
 
 import dataclasses
+import io
 from typing import Any, Iterator
 
 import torch
+
+from modscope._format import structure_str
+from modscope.collect.structure import describe as describe_structure
+from modscope.collect.tensors import dtype_name
 
 MAX_LINES = 10
 
@@ -17,6 +22,15 @@ def fail(headline: str, details: list[str] = (), *, limit: int = MAX_LINES) -> N
     __tracebackhide__ = True
     lines = [headline] + ["  " + line for line in truncated(list(details), limit)]
     raise AssertionError("\n".join(lines))
+
+
+def plain_text(renderable, width: int = 120) -> list[str]:
+    """A report's rich view as plain lines (no colour), as ``modscope`` would print it."""
+    from rich.console import Console
+
+    console = Console(width=width, file=io.StringIO(), color_system=None, soft_wrap=True)
+    console.print(renderable)
+    return [line.rstrip() for line in console.file.getvalue().splitlines()]
 
 
 def truncated(lines: list[str], limit: int = MAX_LINES) -> list[str]:
@@ -53,17 +67,8 @@ def leaves(value: Any, path: str = "output") -> Iterator[tuple[str, Any]]:
 
 
 def describe(value: Any) -> str:
-    """A short structural description: ``Tensor(1, 10) float32``, ``(Tensor(1, 10), Tensor(1, 4))``."""
-    if isinstance(value, torch.Tensor):
-        return f"Tensor{tuple(value.shape)} {str(value.dtype).removeprefix('torch.')}"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k!r}: {describe(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, (tuple, list)):
-        inner = ", ".join(describe(v) for v in value)
-        return f"({inner},)" if isinstance(value, tuple) and len(value) == 1 else (
-            f"({inner})" if isinstance(value, tuple) else f"[{inner}]"
-        )
-    return type(value).__name__
+    """A short structural description: ``2x1000``, ``(2x10, 2x4)``, ``{logits: 1x10, embedding: 1x32}``."""
+    return structure_str(describe_structure(value))
 
 
 def tensor_difference(a: torch.Tensor, b: torch.Tensor, *, rtol: float = 0.0, atol: float = 0.0) -> str | None:
@@ -71,7 +76,7 @@ def tensor_difference(a: torch.Tensor, b: torch.Tensor, *, rtol: float = 0.0, at
     if tuple(a.shape) != tuple(b.shape):
         return f"shape {tuple(a.shape)} vs {tuple(b.shape)}"
     if a.dtype != b.dtype:
-        return f"dtype {_dtype(a.dtype)} vs {_dtype(b.dtype)}"
+        return f"dtype {dtype_name(a.dtype)} vs {dtype_name(b.dtype)}"
     if a.is_meta or b.is_meta:
         return None  # no values to compare
     a, b = a.detach().cpu(), b.detach().cpu()
@@ -102,7 +107,9 @@ def value_differences(a: Any, b: Any, *, rtol: float = 0.0, atol: float = 0.0) -
 
 
 def leaf_differences(left: dict[str, Any], right: dict[str, Any], *, rtol: float = 0.0, atol: float = 0.0) -> list[str]:
-    """``path: how`` for every path of ``left`` whose leaf differs from the one in ``right`` (same paths)."""
+    """``path: how`` for every path whose leaf differs between two ``leaves`` mappings."""
+    if left.keys() != right.keys():
+        return [f"output structure differs: {', '.join(left)} vs {', '.join(right)}"]
     out = []
     for path, x in left.items():
         y = right[path]
@@ -125,7 +132,3 @@ def _plain_equal(x: Any, y: Any) -> bool:
 def _item(t: torch.Tensor, index: tuple) -> str:
     value = t[index].item() if index else t.item()
     return f"{value:.6g}" if isinstance(value, float) else str(value)
-
-
-def _dtype(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")

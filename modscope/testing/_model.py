@@ -1,14 +1,14 @@
 """Running and reading a live model for the assertions, leaving it as it was found."""
 from __future__ import annotations
 
-import contextlib
 from typing import Any, Callable
 
 import torch
 import torch.nn as nn
 
+from modscope.collect.forward import run_pass
 from modscope.collect.walk import join, visits
-from modscope.hooks import module_hooks, preserved_state
+from modscope.hooks import module_hooks
 from modscope.inputs import as_model_inputs
 from modscope.testing._compare import leaves
 
@@ -16,21 +16,19 @@ PostHook = Callable[[str, nn.Module, tuple, dict, Any, "BaseException | None"], 
 
 
 def run_forward(model: nn.Module, inputs: Any, *, seed: int = 0, post: PostHook | None = None) -> Any:
-    """One forward pass in eval mode under ``torch.no_grad()``, with the torch RNG seeded to ``seed`` (and the
-    global RNG state untouched). ``post`` is called after every module's forward (see ``module_hooks``).
+    """One forward pass in eval mode under ``torch.no_grad()`` with the torch RNG seeded to ``seed``, through
+    ``modscope.collect.forward.run_pass``: modes, hooks, grads, buffer values and the global RNG state are
+    restored afterwards. ``post`` is called after every module's forward (see ``module_hooks``).
 
-    Modes, hooks, grads and requires_grad are restored afterwards; the model's own errors propagate.
+    The model's own errors propagate.
     """
-    inputs = as_model_inputs(inputs)
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(preserved_state(model))
-        stack.enter_context(torch.random.fork_rng(devices=_cuda_devices()))
-        stack.enter_context(torch.no_grad())
-        if post is not None:
-            stack.enter_context(module_hooks(model, post=post))
+    extra = None if post is None else (lambda _counter: module_hooks(model, post=post))
+    with torch.random.fork_rng(devices=_cuda_devices()):
         torch.manual_seed(seed)
-        model.eval()
-        return inputs.call(model)
+        result = run_pass(model, as_model_inputs(inputs), flops=False, record=False, extra=extra)
+    if result.error is not None:
+        raise result.error
+    return result.output
 
 
 def named_tensors(model: nn.Module, *, persistent_only: bool = False) -> dict[str, torch.Tensor]:

@@ -9,9 +9,12 @@ from typing import Any, Callable, Iterable, Mapping
 import torch
 import torch.nn as nn
 
+from modscope.checkpoint import Checkpoint
+from modscope.checkpoint.memory import TensorDictReader
+from modscope.compare import check
 from modscope.errors import UsageError
 from modscope.static import summary
-from modscope.testing._compare import fail, listing, tensor_difference, value_differences
+from modscope.testing._compare import fail, listing, tensor_difference, truncated, value_differences
 from modscope.testing._model import named_tensors, run_forward
 
 FORMATS = ("torch", "safetensors")
@@ -61,7 +64,8 @@ def assert_state_dict_roundtrip(
                 problems += [f"{fmt}: {p}" for p in value_differences(expected, run_forward(fresh, inputs))]
     if problems:
         hints = [f"possible cause: {w.message}" for w in report.warnings if w.code == "unregistered_tensor"]
-        fail(f"{type(model).__name__} does not survive a state_dict round trip", problems + hints, limit=12)
+        shown = truncated(problems, 10) + hints
+        fail(f"{type(model).__name__} does not survive a state_dict round trip", shown, limit=len(shown))
 
 
 def assert_state_dict_compatible(
@@ -77,8 +81,6 @@ def assert_state_dict_compatible(
     >>> assert_state_dict_compatible(model, "checkpoints/release-1.0.safetensors")
     """
     __tracebackhide__ = True
-    from modscope.compare import check
-
     report = check(model, _checkpoint_source(checkpoint), key=key, trust=trust)
     if report.ok:
         return
@@ -108,9 +110,6 @@ def assert_state_dict_compatible(
 def _checkpoint_source(checkpoint: Any):
     """Paths and modules as they are; an in-memory state dict as a Checkpoint over its tensors."""
     if isinstance(checkpoint, Mapping):
-        from modscope.checkpoint import Checkpoint
-        from modscope.checkpoint.memory import TensorDictReader
-
         tensors = {k: v for k, v in checkpoint.items() if isinstance(v, torch.Tensor)}
         return Checkpoint(TensorDictReader("state dict", tensors, fmt="in memory"))
     return checkpoint

@@ -7,6 +7,7 @@ from typing import Iterable
 import torch
 import torch.nn as nn
 
+from modscope.collect.tensors import dtype_name
 from modscope.report import SharedKind, SummaryReport
 from modscope.static import audit, summary
 from modscope.testing._compare import fail
@@ -92,7 +93,7 @@ def assert_tied(model: nn.Module, *names: str) -> None:
     if len({canonical[n] for n in names}) == 1:
         return
     tensors = {n: _tensor(model, n) for n in names}
-    lines = [f"{n}: {type(t).__name__} {tuple(t.shape)} {str(t.dtype).removeprefix('torch.')}" for n, t in tensors.items()]
+    lines = [f"{n}: {type(t).__name__} {tuple(t.shape)} {dtype_name(t.dtype)}" for n, t in tensors.items()]
     first, *rest = tensors.values()
     if all(_same_storage(first, t) for t in rest):
         lines.append("they share memory but are distinct tensor objects: gradients and optimizer state are not shared")
@@ -124,7 +125,7 @@ def assert_dtypes(model: nn.Module, dtype: torch.dtype | str, *, allow: Iterable
     report = audit(model, expect_dtype=dtype, allow=tuple(allow))
     wrong = [f.message for f in report.findings if f.code == "dtype_mismatch"]
     if wrong:
-        want = str(dtype).removeprefix("torch.")
+        want = dtype if isinstance(dtype, str) else dtype_name(dtype)
         allowed = f", allowing {sorted(allow)}" if allow else ""
         fail(f"{_label(model)} is not entirely {want}{allowed} (elements per dtype: {_shares(report.dtypes)})", wrong)
 

@@ -41,6 +41,7 @@ def main() -> int:
         code = _run(app, argv)
         if code not in (0, 1):  # 1 = a check found something, which the demo is there to show
             failures.append((argv, code))
+    failures += _distributed_steps()
     print(f"\n{len(steps())} commands run, {len(failures)} failed")
     for argv, code in failures:
         print(f"  exit {code}: modscope {shlex.join(argv)}")
@@ -55,6 +56,29 @@ def _run(app, argv: list[str]) -> int:
     except Exception as exc:  # noqa: BLE001 - report and continue with the next example
         print(f"error: {exc}", file=sys.stderr)
         return 3
+
+
+def _distributed_steps() -> list:
+    """A sharded model under torchrun (2 CPU ranks, gloo): rank 0 prints one report merged over both."""
+    import os
+    import subprocess
+
+    import torch
+
+    if not torch.distributed.is_available():
+        return []
+    argv = ["summary", "examples/sharded.py:forgot_the_root", "--depth", "1"]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "modscope"]
+    print(f"\n$ torchrun --standalone --nproc-per-node 2 -m modscope {shlex.join(argv)}", flush=True)
+    env = dict(os.environ, OMP_NUM_THREADS="1", LOGLEVEL="ERROR")
+    proc = subprocess.Popen(launcher + argv, env=env)
+    try:
+        code = proc.wait(timeout=300)
+    except subprocess.TimeoutExpired:
+        proc.terminate()  # torchrun stops its workers on SIGTERM
+        proc.wait(timeout=60)
+        code = 124
+    return [] if code == 0 else [(["(torchrun)", *argv], code)]
 
 
 if __name__ == "__main__":

@@ -134,7 +134,7 @@ def test_gathered_audit_and_other_destinations(job):
 def test_gathered_view_shows_placements_and_ranks(job):
     text = job["api"][0]["text"]
     assert "gathered from 2 rank(s); rank 0 of 2 (gloo)" in text
-    assert "20 sharded, 0 replicated, 0 partial, 0 plain" in text
+    assert "20 sharded, 0 replicated, 0 partial, 0 plain (not DTensors)" in text
     assert "mesh0 Shard(0)" in text and "48x32" in text  # placement and local shape of embed.weight
     assert "Per rank" in text
 

@@ -36,12 +36,13 @@ def _header(info: DistributedInfo, params: int) -> Text:
     )
     if info.gathered:
         where = f"gathered from {len(info.ranks)} rank(s); " + where
-    counts = (
-        f"{info.sharded_params} sharded, {info.replicated_params} replicated, {info.partial_params} partial, "
-        f"{info.plain_params} plain (non-DTensor) parameter tensors"
-    )
-    units = f"; {len(info.fsdp_modules)} fully_shard unit(s)" if info.fsdp_modules else ""
-    return Text.assemble(("Distributed ", "bold"), f"{where}\n  {counts}{units}")
+    lines = [
+        f"  parameter tensors  {info.sharded_params} sharded, {info.replicated_params} replicated, "
+        f"{info.partial_params} partial, {info.plain_params} plain (not DTensors)"
+    ]
+    if info.fsdp_modules:
+        lines.append(f"  fully_shard units  {len(info.fsdp_modules)}")
+    return Text.assemble(("Distributed  ", "bold"), where + "\n" + "\n".join(lines))
 
 
 def _meshes(info: DistributedInfo) -> Table:
@@ -56,19 +57,15 @@ def _meshes(info: DistributedInfo) -> Table:
 
 def _bytes(info: DistributedInfo, param_bytes: int) -> Text:
     mine = info.this_rank
-    lines = [f"  parameters  {human_bytes(param_bytes)} global (every element once)"]
-    lines.append(
-        f"  rank {mine.rank} holds  {human_bytes(mine.param_bytes)} of parameters "
-        f"({_share(mine.param_bytes, param_bytes)}), {human_bytes(mine.buffer_bytes)} of buffers"
-    )
+    lines = [
+        f"  parameters   {human_bytes(param_bytes)} global (each element once)",
+        f"  rank {mine.rank:<7} {human_bytes(mine.param_bytes)} of parameters ({_share(mine.param_bytes, param_bytes)}), "
+        f"{human_bytes(mine.buffer_bytes)} of buffers",
+    ]
     total = info.total_param_bytes_all_ranks
     if total is not None and len(info.ranks) > 1:
-        lines.append(
-            f"  all {len(info.ranks)} ranks  {human_bytes(total)} of parameters together "
-            f"(x{total / param_bytes:.2f} the global size: replicas count once per rank)"
-            if param_bytes
-            else f"  all {len(info.ranks)} ranks  {human_bytes(total)} of parameters together"
-        )
+        ratio = f" (x{total / param_bytes:.2f}: replicas count on each rank)" if param_bytes else ""
+        lines.append(f"  all {len(info.ranks)} ranks  {human_bytes(total)} of parameters{ratio}")
     return Text("\n".join(lines))
 
 

@@ -15,16 +15,50 @@ OUT = Path("out/demo")
 
 
 def steps() -> list[list[str]]:
-    """The command lines to run: a summary and an audit of every example, trees of the nested ones."""
+    """The command lines to run over the catalogue: every analysis on every example where it applies."""
     commands: list[list[str]] = []
     for example in EXAMPLES:
-        commands.append(["summary", example.target, "--depth", "2"])
+        commands.append(["summary", example.target, "--depth", "2", *_inputs(example)])
     for name in ("chimera", "unet", "resnet18_finetune"):
         commands.append(["tree", _target(name), "--depth", "2"])
     for example in EXAMPLES:
         commands.append(["audit", example.target])
-    commands.append(["shared", _target("chimera")])
+    commands.append(["shared", _target("tiny_gpt")])
+    for name in ("chimera", "image_with_metadata", "unet", "tiny_gpt"):
+        example = _example(name)
+        commands.append(["graph", example.target, *_inputs(example), "--depth", "2", "-o", str(OUT / f"{name}.svg")])
+    commands.append(["graph", _target("resnet18_finetune"), "-o", str(OUT / "resnet18_hierarchy.svg")])
+    for name in ("resnet18_finetune", "param_dict_dense", "fixed_hidden_mlp"):
+        example = _example(name)
+        commands.append(["grads", example.target, *_inputs(example)])
+    commands.append(["nan", _target("lenet"), *_inputs(_example("lenet"))])
+    commands.append(["time", _target("unet"), *_inputs(_example("unet")), "--top", "8", "--repeat", "5"])
+    commands.append(["summary", str(OUT / "lenet.pt")])
+    commands.append(["diff", str(OUT / "lenet.pt"), str(OUT / "lenet_ddp.safetensors")])
+    commands.append(["check", _target("lenet"), "--weights", str(OUT / "lenet_ddp.safetensors")])
     return commands
+
+
+def _inputs(example) -> list[str]:
+    args = [arg for spec in example.inputs for arg in ("--input", spec)]
+    return args + [arg for name, spec in example.kwargs for arg in ("--kwarg", f"{name}={spec}")]
+
+
+def _example(name: str):
+    return next(e for e in EXAMPLES if e.name == name)
+
+
+def _write_checkpoints() -> None:
+    """Two real checkpoints of LeNet: a torch file, and a fine-tuned copy saved by DDP (``module.`` keys)."""
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    state = _example("lenet").build().state_dict()
+    torch.save(state, OUT / "lenet.pt")
+    tuned = {f"module.{k}": v.clone() for k, v in state.items()}
+    tuned["module.net.11.bias"] += 0.01
+    save_file(tuned, str(OUT / "lenet_ddp.safetensors"))
 
 
 def _target(name: str) -> str:
@@ -35,6 +69,7 @@ def main() -> int:
     from modscope.cli import app
 
     OUT.mkdir(parents=True, exist_ok=True)
+    _write_checkpoints()
     failures = []
     for argv in steps():
         print(f"\n$ modscope {shlex.join(argv)}", flush=True)
@@ -42,7 +77,7 @@ def main() -> int:
         if code not in (0, 1):  # 1 = a check found something, which the demo is there to show
             failures.append((argv, code))
     failures += _distributed_steps()
-    print(f"\n{len(steps())} commands run, {len(failures)} failed")
+    print(f"\n{len(steps()) + 1} commands run, {len(failures)} failed; graphs and checkpoints are in {OUT}/")
     for argv, code in failures:
         print(f"  exit {code}: modscope {shlex.join(argv)}")
     return 1 if failures else 0

@@ -11,6 +11,7 @@ import torchvision
 from examples.catalog import get
 from modscope.testing import assert_deterministic, assert_output_shape, assert_unchanged_by
 from tests.contract import failure, passes
+from tests.testing_models import tiny_gpt
 
 
 def test_output_shape_passes_with_wildcards_and_returns_the_output():
@@ -181,6 +182,25 @@ def test_unchanged_by_sees_replaced_moved_and_refrozen_tensors():
     assert "  net.0.bias: requires_grad True -> False" in message
     assert "  net.2.weight: dtype float32 vs float64" in message
     assert "  linear.weight: replaced by another tensor object" in message
+
+
+def test_unchanged_by_reports_a_tied_matrix_once_and_sees_untying():
+    model = tiny_gpt()
+
+    def nudge(m):
+        with torch.no_grad():
+            m.tok.weight[0, 0] += 1.0
+
+    message = assert_fails_and_changes(model, nudge)
+    assert message.splitlines()[1:] == ["  tok.weight: 1 of 64,000 elements differ, max |diff| 1 at [0, 0] "
+                                        f"({model.tok.weight[0, 0].item() - 1:.6g} vs {model.tok.weight[0, 0].item():.6g})"]
+
+    def untie(m):
+        m.head.weight = nn.Parameter(m.tok.weight.detach().clone())
+
+    assert assert_fails_and_changes(tiny_gpt(), untie).splitlines()[1:] == [
+        "  head.weight: replaced by another tensor object"
+    ]
 
 
 def assert_fails_and_changes(model, fn) -> str:

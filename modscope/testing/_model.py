@@ -31,14 +31,12 @@ def run_forward(model: nn.Module, inputs: Any, *, seed: int = 0, post: PostHook 
     return result.output
 
 
-def named_tensors(model: nn.Module, *, persistent_only: bool = False) -> dict[str, torch.Tensor]:
-    """Every parameter and buffer under every name it is reachable by (state_dict-style names)."""
+def named_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Every parameter and buffer (non-persistent ones too) under every name it is reachable by."""
     out: dict[str, torch.Tensor] = {}
     for visit in visits(model):
-        module = visit.module
-        skip = getattr(module, "_non_persistent_buffers_set", set()) if persistent_only else set()
-        for key, tensor in (*module._parameters.items(), *module._buffers.items()):
-            if tensor is not None and key not in skip:
+        for key, tensor in (*visit.module._parameters.items(), *visit.module._buffers.items()):
+            if tensor is not None:
                 out[join(visit.name, key)] = tensor
     return out
 

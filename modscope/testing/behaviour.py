@@ -59,15 +59,19 @@ def assert_unchanged_by(model: nn.Module, fn: Callable[[nn.Module], Any]) -> Any
     >>> metrics = assert_unchanged_by(model, lambda m: evaluate(m, val_loader))   # no BatchNorm stat updates
     """
     __tracebackhide__ = True
-    before = {name: (t, t.detach().clone(), t.requires_grad, t.device) for name, t in named_tensors(model).items()}
+    before = named_tensors(model)
+    copies = {id(t): (t.detach().clone(), t.requires_grad, t.device) for t in before.values()}  # tied: one copy
     result = fn(model)
     after = named_tensors(model)
     problems = [f"{name}: removed" for name in before if name not in after]
     problems += [f"{name}: added" for name in after if name not in before]
-    for name, (obj, value, requires_grad, device) in before.items():
+    checked: set[int] = set()
+    for name, obj in before.items():
         now = after.get(name)
-        if now is None:
-            continue
+        if now is None or (now is obj and id(obj) in checked):
+            continue  # gone (reported above), or a second name of a tensor already compared
+        checked.add(id(obj))
+        value, requires_grad, device = copies[id(obj)]
         changes = []
         if now is not obj:
             changes.append("replaced by another tensor object")
@@ -82,7 +86,7 @@ def assert_unchanged_by(model: nn.Module, fn: Callable[[nn.Module], Any]) -> Any
             problems.append(f"{name}: {'; '.join(changes)}")
     if problems:
         what = getattr(fn, "__qualname__", None) or repr(fn)
-        fail(f"{what} changed {len(problems)} of {len(before)} parameters/buffers of {type(model).__name__}", problems)
+        fail(f"{what} changed {len(problems)} of {len(copies)} parameters/buffers of {type(model).__name__}", problems)
     return result
 
 

@@ -11,11 +11,12 @@ import torch.nn as nn
 
 from modscope.checkpoint import Checkpoint
 from modscope.checkpoint.memory import TensorDictReader
+from modscope.checkpoint.module import state_tensors
 from modscope.compare import check
 from modscope.errors import UsageError
 from modscope.static import summary
 from modscope.testing._compare import fail, listing, tensor_difference, truncated, value_differences
-from modscope.testing._model import named_tensors, run_forward
+from modscope.testing._model import run_forward
 
 FORMATS = ("torch", "safetensors")
 
@@ -142,7 +143,7 @@ def _fresh(model: nn.Module, factory: Callable[[], nn.Module] | None) -> nn.Modu
         raise UsageError(f"cannot deep-copy {type(model).__name__} ({exc}); pass factory= to build a fresh one")
     seen: set[int] = set()
     with torch.no_grad():
-        for tensor in named_tensors(fresh, persistent_only=True).values():
+        for tensor in state_tensors(fresh).values():
             if id(tensor) in seen:
                 continue
             seen.add(id(tensor))

@@ -104,7 +104,11 @@ def test_every_example_on_meta(example):
         assert on_meta.fallbacks, "data-dependent control flow needs real tensors"
     else:
         assert on_meta.fallbacks == ()
-        assert on_meta.flops_total == on_cpu.flops_total
+        if any("attention" in op for op in on_cpu.uncounted_ops):
+            # no FLOP formula for CPU attention kernels; on meta attention's matmuls are counted (docs/forward.md)
+            assert on_meta.flops_total > on_cpu.flops_total
+        else:
+            assert on_meta.flops_total == on_cpu.flops_total
 
 
 ZOO = ["resnet18", "mobilenet_v3_small", "squeezenet1_0", "efficientnet_b0", "vit_b_16"]

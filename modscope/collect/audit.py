@@ -116,7 +116,8 @@ def _mixed_modes(visited: list[Visit]) -> list[Finding]:
     ]
 
 
-_BATCH_ELEMENTS = 1 << 22  # small tensors are checked together, one reduction per ~4M elements
+_BATCH_ELEMENTS = 1 << 20  # small tensors are checked together, one reduction per ~1M elements
+_SMALL = 1 << 16
 
 
 def _nonfinite(tensors: CollectedTensors) -> list[Finding]:
@@ -133,6 +134,9 @@ def _nonfinite(tensors: CollectedTensors) -> list[Finding]:
         if tensor.is_meta or _is_wrapper(tensor):
             continue
         if not (tensor.is_floating_point() or tensor.is_complex()):
+            continue
+        if tensor.numel() >= _SMALL:  # big tensors are reduced on their own: copying them would cost more
+            batches[(name,)] = [[(name, tensor.detach())]]
             continue
         key = (tensor.device, tensor.dtype)
         if sizes[key] + tensor.numel() > _BATCH_ELEMENTS and batches[key][-1]:

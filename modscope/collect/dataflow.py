@@ -24,6 +24,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from modscope._format import shape_str
 from modscope.collect.layer_info import hyperparams
+from modscope.collect.structure import iter_tensors
 from modscope.report.graph import NodeKind
 
 _MAX_SPLIT_CALLS = 16  # a parameter-free module gets one node per call, up to this many
@@ -133,7 +134,7 @@ class _Recorder(TorchFunctionMode):
             return
         with self._busy():
             node = self._module_node(name, module)
-            for tensor in _tensors((args, kwargs)):
+            for tensor in iter_tensors((args, kwargs), limit=None):
                 src = self.producer.get(tensor)
                 if src is not None:
                     self._edge(src, node.id, _shape(tensor))
@@ -147,7 +148,7 @@ class _Recorder(TorchFunctionMode):
         if entered:
             self.quiet -= 1
         if node_id is not None and error is None:
-            for tensor in _tensors(output):
+            for tensor in iter_tensors(output, limit=None):
                 self.producer[tensor] = node_id
 
     def _module_node(self, name: str, module: nn.Module) -> FlowNode:
@@ -166,11 +167,11 @@ class _Recorder(TorchFunctionMode):
         kwargs = kwargs or {}
         if self.quiet or self.busy:
             return func(*args, **kwargs)
-        inputs = list(_tensors((args, kwargs)))
+        inputs = list(iter_tensors((args, kwargs), limit=None))
         sources = [(t, self.producer.get(t)) for t in inputs]
         result = func(*args, **kwargs)
         name, inplace = _op_name(func)
-        outputs = list(_tensors(result))
+        outputs = list(iter_tensors(result, limit=None))
         if inplace and args and isinstance(args[0], torch.Tensor) and not any(o is args[0] for o in outputs):
             outputs.append(args[0])
         if not outputs or name is None:
@@ -242,20 +243,6 @@ def recording(leaves: dict[str, nn.Module], split: set[str], tensor_names: dict[
     recorder = _Recorder(leaves, split, tensor_names)
     with recorder:
         yield recorder
-
-
-def _tensors(value: Any, depth: int = 0) -> Iterator[torch.Tensor]:
-    """Tensors inside nested tuples/lists/dicts (and dataclass-like outputs), in order."""
-    if isinstance(value, torch.Tensor):
-        yield value
-    elif depth > 6:
-        return
-    elif isinstance(value, (tuple, list)):
-        for item in value:
-            yield from _tensors(item, depth + 1)
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _tensors(item, depth + 1)
 
 
 def named_tensors(value: Any, prefix: str) -> Iterator[tuple[str, torch.Tensor]]:

@@ -44,7 +44,7 @@ def _unregistered_tensors(visited: list[Visit]):
         for attr, value in vars(visit.module).items():
             if attr in _MODULE_INTERNALS:
                 continue
-            for label, tensor in _plain_tensors(attr, value):
+            for label, tensor in plain_tensors(attr, value):
                 name = join(visit.name, label)
                 yield Finding(
                     "unregistered_tensor",
@@ -55,7 +55,7 @@ def _unregistered_tensors(visited: list[Visit]):
                 )
 
 
-def _plain_tensors(attr: str, value):
+def plain_tensors(attr: str, value):
     """Tensors (Parameters too: a Python list of Parameters is invisible to optimizers) in an attribute."""
     if isinstance(value, torch.Tensor):
         yield attr, value

@@ -16,7 +16,7 @@ from typing import Iterator
 import torch
 import torch.nn as nn
 
-from modscope.collect.hazards import _plain_tensors
+from modscope.collect.hazards import plain_tensors
 from modscope.collect.structure import map_tensors
 from modscope.collect.walk import visits
 from modscope.hooks import module_hooks
@@ -39,7 +39,7 @@ def meta_copy(model: nn.Module) -> nn.Module:
             if t is not None and id(t) not in memo:
                 memo[id(t)] = _to_meta(t)
         for attr, value in vars(module).items():
-            for _, t in _plain_tensors(attr, value):
+            for _, t in plain_tensors(attr, value):
                 if id(t) not in memo:
                     memo[id(t)] = _to_meta(t)
     return copy.deepcopy(model, memo)
@@ -69,7 +69,7 @@ def module_bytes(module: nn.Module) -> int:
             if t is not None:
                 seen[id(t)] = t
         for attr, value in vars(m).items():
-            for _, t in _plain_tensors(attr, value):
+            for _, t in plain_tensors(attr, value):
                 seen[id(t)] = t
     return sum(t.numel() * t.element_size() for t in seen.values())
 

@@ -60,23 +60,24 @@ def _describe_items(pairs: Iterator[tuple[Any, Any]], depth: int) -> dict:
     return out
 
 
-def iter_tensors(value: Any, depth: int = 0) -> Iterator[torch.Tensor]:
-    """Every tensor inside ``value`` (same containers and limits as ``describe``)."""
+def iter_tensors(value: Any, depth: int = 0, *, limit: int | None = MAX_ITEMS) -> Iterator[torch.Tensor]:
+    """Every tensor inside ``value``: nested tuples/lists/dicts/dataclasses, ``limit`` items per container
+    (``describe``'s limit by default; None for all, when every tensor matters, e.g. to draw every edge)."""
     if isinstance(value, torch.Tensor):
         yield value
     elif depth >= MAX_DEPTH or isinstance(value, (str, bytes)):
         return
     elif isinstance(value, (tuple, list)):
-        for item in value[:MAX_ITEMS]:
-            yield from iter_tensors(item, depth + 1)
+        for item in value[:limit]:
+            yield from iter_tensors(item, depth + 1, limit=limit)
     elif isinstance(value, dict):
         for i, item in enumerate(value.values()):
-            if i == MAX_ITEMS:
+            if i == limit:
                 break
-            yield from iter_tensors(item, depth + 1)
+            yield from iter_tensors(item, depth + 1, limit=limit)
     elif dataclasses.is_dataclass(value) and not isinstance(value, type):
         for f in dataclasses.fields(value):
-            yield from iter_tensors(getattr(value, f.name, None), depth + 1)
+            yield from iter_tensors(getattr(value, f.name, None), depth + 1, limit=limit)
 
 
 def map_tensors(value: Any, fn, depth: int = 0) -> Any:

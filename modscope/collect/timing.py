@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 
 from modscope.collect.clocks import clock_for, resolve_device
+from modscope.collect.structure import iter_tensors
 from modscope.collect.loss import Loss, LossKind, loss_kind, make_loss
 from modscope.collect.tensors import trainable_parameters
 from modscope.collect.walk import visits
@@ -162,7 +163,7 @@ class _LayerTimer:
         call = self.calls[self.open.pop()]
         call.end = end
         if call.seq >= 0 and output is not None:
-            call.heads = [t.grad_fn for t in _tensors(output) if t.grad_fn is not None]
+            call.heads = [t.grad_fn for t in iter_tensors(output, limit=None) if t.grad_fn is not None]
 
     def prepare_backward(self) -> None:
         """Between forward and backward: hook each call's output nodes and earliest nodes."""
@@ -233,17 +234,6 @@ def _earliest_nodes(heads: list, floor: int) -> list:
             earliest.append(node)
         stack.extend(inside)
     return earliest
-
-
-def _tensors(value):
-    if isinstance(value, torch.Tensor):
-        yield value
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from _tensors(v)
-    elif isinstance(value, (tuple, list)):
-        for v in value:
-            yield from _tensors(v)
 
 
 def _stat(values: list[float]) -> TimeStat:

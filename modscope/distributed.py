@@ -23,9 +23,9 @@ from typing import Iterable
 import torch
 import torch.nn as nn
 
+from modscope.collect.dtensor import process_group_state
 from modscope.collect.distributed import (
     failures_text,
-    process_group_state,
     rank_ranges,
     scan_local,
     structure_digest,

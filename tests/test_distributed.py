@@ -342,7 +342,7 @@ def test_dcp_value_diff_never_assembles_a_whole_tensor(ckpt, monkeypatch):
 def test_local_numel_range_follows_torch_chunk():
     from torch.distributed.tensor import Replicate, Shard
 
-    from modscope.collect.distributed import local_numel_range
+    from modscope.collect.dtensor import local_numel_range
 
     assert local_numel_range((7, 5), (2,), [Shard(0)]) == (15, 20)  # 4 and 3 rows
     assert local_numel_range((3,), (4,), [Shard(0)]) == (0, 1)  # 1, 1, 1, 0
@@ -397,7 +397,7 @@ def test_distributed_summary_without_a_process_group():
 
 def test_static_collectors_on_a_build_without_torch_distributed(monkeypatch):
     import modscope
-    from modscope.collect import distributed as d
+    from modscope.collect import dtensor as d
 
     d._dtensor_types.cache_clear()
     d._fsdp_module_types.cache_clear()

@@ -7,7 +7,7 @@ from typing import Iterable
 import torch
 from torch.nn.parameter import is_lazy
 
-from modscope.collect.distributed import is_dtensor, local_of
+from modscope.collect.dtensor import is_dtensor, local_of
 from modscope.collect.tensors import CollectedTensors, dtype_name
 from modscope.collect.walk import Visit
 from modscope.report import Finding, Severity

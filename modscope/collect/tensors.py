@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn.parameter import is_lazy
 
-from modscope.collect.distributed import MeshRegistry, sharding_of
+from modscope.collect.dtensor import MeshRegistry, sharding_of
 from modscope.collect.walk import Visit, join
 from modscope.report import SharedGroup, SharedKind, TensorInfo, TensorKind
 

@@ -8,6 +8,8 @@ is destroyed in ``finally``.
 from __future__ import annotations
 
 import datetime
+import gc
+import os
 import pickle
 import sys
 import traceback
@@ -148,9 +150,16 @@ def main() -> int:
                 pickle.dump(result, f)
             dist.barrier()
     finally:
+        result = None
+        gc.collect()
         dist.destroy_process_group()
     return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # Gloo's worker threads can abort the interpreter's own shutdown ("terminate called without an active
+    # exception", SIGABRT) after everything is written and the group destroyed: skip that shutdown.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

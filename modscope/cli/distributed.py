@@ -16,6 +16,7 @@ each rank work alone and print its own report.
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 import socket
 from typing import Annotated, Callable, Optional
@@ -164,7 +165,8 @@ class DistributedSession(Session):
             agreed = codes[0] or max(codes)
         finally:
             if self._owned and dist.is_initialized():
-                dist.destroy_process_group()
+                gc.collect()  # finished collectives still referenced from cycles would outlive the group, and
+                dist.destroy_process_group()  # gloo may then abort the interpreter's shutdown (SIGABRT)
         if self.is_main:
             if exc is None and agreed:
                 raise typer.Exit(agreed)

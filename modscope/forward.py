@@ -18,7 +18,7 @@ from torch.nn.parameter import is_lazy
 from modscope._format import call_str, human_bytes
 from modscope.collect.audit import device_matches
 from modscope.collect.forward import PassResult, run_pass
-from modscope.collect.hazards import plain_tensors
+from modscope.collect.hazards import plain_attributes
 from modscope.collect.memory import OPTIMIZERS, SavedTensors, estimate_memory, reached_parameters, unused_parameters
 from modscope.collect.meta import (
     FALLBACK_MAX_BYTES,
@@ -295,7 +295,7 @@ def _tensors(model: nn.Module, *, plain: bool = False):
         if v.first:
             yield from (t for t in (*v.module._parameters.values(), *v.module._buffers.values()) if t is not None)
             if plain:
-                yield from (t for attr, value in vars(v.module).items() for _, t in plain_tensors(attr, value))
+                yield from (t for _, t in plain_attributes(v.module))
 
 
 def _all_meta(model: nn.Module) -> bool:

@@ -39,14 +39,18 @@ class _TensorState:
 
 
 @contextlib.contextmanager
-def preserved_state(model: nn.Module, *, rng_devices: tuple = ()) -> Iterator[nn.Module]:
+def preserved_state(
+    model: nn.Module, *, rng_devices: tuple = (), modules: list[nn.Module] | None = None
+) -> Iterator[nn.Module]:
     """Restore modes, requires_grad, .grad, devices/dtypes, buffer values, RNG state and hook tables on exit.
 
     The CPU generator and the CUDA generators of the devices the model's tensors are on are restored, plus
     those of ``rng_devices`` (for an analysis that moves the model to a GPU), so dropout in an analysed
-    forward pass does not shift the user's random stream.
+    forward pass does not shift the user's random stream. ``modules``: every module of ``model`` once, when
+    the caller has already walked it.
     """
-    modules = [v.module for v in visits(model) if v.first]
+    if modules is None:
+        modules = [v.module for v in visits(model) if v.first]
     modes = [(m, m.training) for m in modules]
     hook_keys = [(m, name, set(getattr(m, name, {}).keys())) for m in modules for name in _HOOK_TABLES]
     tensors: dict[int, _TensorState] = {}

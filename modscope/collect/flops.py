@@ -9,7 +9,9 @@ Two pieces of ``FlopCounterMode`` are dropped because modscope does not need the
 every op: its ``ModuleTracker`` (modscope attributes FLOPs to modules with its own hooks, reading the total
 on entry and exit) and, for ops that have no formula and no CompositeImplicitAutograd kernel, the attempt to
 decompose them, which always returns NotImplemented for such ops. Both are guarded: on a torch whose
-internals differ, the stock ``FlopCounterMode`` runs unchanged.
+internals differ, the stock ``FlopCounterMode`` runs unchanged. Each op is looked up once (by identity, not
+by hashing it on every call), and a formula that sees only shapes is evaluated once per distinct set of
+shapes: the 80 identical blocks of a decoder cost one evaluation per matmul shape, not 80.
 """
 from __future__ import annotations
 
@@ -48,35 +50,65 @@ class _Tracker:
         return None
 
 
+class _Op:
+    """What the counter learnt about one op overload on its first call."""
+
+    __slots__ = ("func", "packet", "direct", "formula", "by_shape", "calls")
+
+    def __init__(self, func, formula, direct: bool):
+        self.func = func  # kept alive, so the id() it is filed under stays its own
+        self.packet = getattr(func, "_overloadpacket", func)
+        self.direct = direct
+        self.formula = formula
+        # Formulas registered without get_raw see only shapes: their results can be reused for equal shapes.
+        self.by_shape: dict | None = {} if getattr(formula, "__code__", None) is _SHAPE_FORMULA else None
+        self.calls = 0  # while listing, for ops with no formula
+
+
+_SHAPE_FORMULA = flop_counter.shape_wrapper(lambda: 0).__code__
+
+
+def _shape_key(value):
+    """``value`` with tensors replaced by their shapes (what a shape formula sees), as a hashable key."""
+    if isinstance(value, torch.Tensor):
+        return value.shape
+    if isinstance(value, (list, tuple)):
+        return (type(value), *map(_shape_key, value))
+    if isinstance(value, dict):
+        return (dict, *((k, _shape_key(v)) for k, v in value.items()))
+    return value if value is None else (type(value), value)
+
+
 if _Inner is not None:
 
     class _Dispatch(_Inner):
-        """``_FlopCounterMode`` that skips the no-op decompose attempt (same counts, fewer mode switches)."""
-
-        def __init__(self, counter):
-            super().__init__(counter)
-            self._direct: dict = {}
+        """``_FlopCounterMode`` that runs ops with nothing to decompose directly (same counts, fewer mode
+        switches) and looks each op up once, by identity, instead of hashing it on every call."""
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            direct = self._direct.get(func)
-            if direct is None:
-                direct = self._direct[func] = self._runs_directly(func)
-            if direct:
-                kwargs = kwargs if kwargs else {}
-                out = func(*args, **kwargs)
-                return self.counter._count_flops(func._overloadpacket, out, args, kwargs)
-            return super().__torch_dispatch__(func, types, args, kwargs)
+            counter = self.counter
+            op = counter.ops.get(id(func))
+            if op is None:
+                op = counter.learn(func)
+            if not op.direct:
+                return super().__torch_dispatch__(func, types, args, kwargs)
+            out = func(*args, **kwargs) if kwargs else func(*args)
+            if op.formula is not None:
+                counter.add(op, out, args, kwargs)
+            elif counter.listing:
+                op.calls += 1
+            return out
 
-        def _runs_directly(self, func) -> bool:
-            if not isinstance(func, torch._ops.OpOverload) or func in self.counter.flop_registry:
-                return False
-            if func._overloadpacket in _PASSED_BACK:
-                return False
-            try:
-                decomposable = _CIA in func.py_kernels or torch._C._dispatch_has_kernel_for_dispatch_key(func.name(), _CIA)
-            except (AttributeError, RuntimeError):
-                return False
-            return not decomposable
+
+def _runs_directly(func) -> bool:
+    """An op _FlopCounterMode would only run and count: no decomposition to try, nothing handed back."""
+    if not isinstance(func, torch._ops.OpOverload) or func._overloadpacket in _PASSED_BACK:
+        return False
+    try:
+        decomposable = _CIA in func.py_kernels or torch._C._dispatch_has_kernel_for_dispatch_key(func.name(), _CIA)
+    except (AttributeError, RuntimeError):
+        return False
+    return not decomposable
 
 
 class FlopCounter(FlopCounterMode):
@@ -89,13 +121,17 @@ class FlopCounter(FlopCounterMode):
 
     def __init__(self) -> None:
         super().__init__(display=False, depth=None)
-        self.uncounted: Counter = Counter()
-        self._listing = True
+        self.ops: dict[int, _Op] = {}
+        self.uncounted: Counter = Counter()  # ops that reached _count_flops (the stock mode's route)
+        self.total = 0
+        self.listing = True
         if hasattr(self, "mod_tracker"):
             self.mod_tracker = _Tracker()
 
     def __enter__(self):
         self.uncounted.clear()
+        self.ops.clear()
+        self.total = 0
         if _Inner is None or not hasattr(self, "mode"):
             return super().__enter__()
         self.flop_counts.clear()
@@ -104,30 +140,60 @@ class FlopCounter(FlopCounterMode):
         self.mode.__enter__()
         return self
 
+    def learn(self, func) -> _Op:
+        packet = getattr(func, "_overloadpacket", None)
+        op = self.ops[id(func)] = _Op(func, self.flop_registry.get(packet), _runs_directly(func))
+        return op
+
+    def add(self, op: _Op, out, args, kwargs) -> None:
+        """Count one call of an op that has a formula."""
+        key = flops = None
+        if op.by_shape is not None:
+            try:
+                key = (_shape_key(args), _shape_key(kwargs) if kwargs else None, _shape_key(out))
+                flops = op.by_shape.get(key)
+            except TypeError:  # something unhashable (e.g. symbolic sizes): just evaluate the formula
+                key = None
+        if flops is None:
+            flops = op.formula(*args, **(kwargs or {}), out_val=out)
+            if key is not None:
+                op.by_shape[key] = flops
+        self.flop_counts["Global"][op.packet] += flops
+        self.total += flops
+
+    def get_total_flops(self) -> int:
+        return self.total
+
     def _count_flops(self, func_packet, out, args, kwargs):
-        if func_packet not in self.flop_registry:  # most ops: nothing for FlopCounterMode to add
-            if self._listing:
+        """The stock mode's route (ops it decomposed, or every op on a torch without ``_FlopCounterMode``)."""
+        formula = self.flop_registry.get(func_packet)
+        if formula is None:
+            if self.listing:
                 self.uncounted[func_packet] += 1
             return out
-        return super()._count_flops(func_packet, out, args, kwargs)
+        flops = formula(*args, **kwargs, out_val=out)
+        self.flop_counts["Global"][func_packet] += flops
+        self.total += flops
+        return out
 
     @contextlib.contextmanager
     def unlisted(self) -> Iterator[None]:
         """Ops run by modscope itself (e.g. making stand-in tensors) are not listed as the model's."""
-        self._listing = False
+        self.listing = False
         try:
             yield
         finally:
-            self._listing = True
+            self.listing = True
 
     def uncounted_ops(self) -> dict[str, int] | None:
         """{"aten.relu": calls, ...} for ops that ran with no formula, most frequent first; views left out."""
         if not CAN_LIST_UNCOUNTED:
             return None
         counts = Counter()
-        for packet, calls in self.uncounted.items():
+        calls = [(op.packet, op.calls) for op in self.ops.values() if op.calls]
+        for packet, n in [*calls, *self.uncounted.items()]:
             if not _is_view(packet):
-                counts[str(packet)] += calls
+                counts[str(packet)] += n
         return dict(counts.most_common())
 
 

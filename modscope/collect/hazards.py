@@ -41,18 +41,22 @@ def _unregistered_tensors(visited: list[Visit]):
     for visit in visited:
         if not visit.first:
             continue
-        for attr, value in vars(visit.module).items():
-            if attr in _MODULE_INTERNALS:
-                continue
-            for label, tensor in plain_tensors(attr, value):
-                name = join(visit.name, label)
-                yield Finding(
-                    "unregistered_tensor",
-                    name,
-                    f"{name} is a plain {type(tensor).__name__} attribute {tuple(tensor.shape)} on {tensor.device}, "
-                    "not a registered parameter/buffer: .to() will not move it, state_dict will not save it and "
-                    "optimizers will not see it (use register_buffer, nn.Parameter or ParameterList/ParameterDict)",
-                )
+        for label, tensor in plain_attributes(visit.module):
+            name = join(visit.name, label)
+            yield Finding(
+                "unregistered_tensor",
+                name,
+                f"{name} is a plain {type(tensor).__name__} attribute {tuple(tensor.shape)} on {tensor.device}, "
+                "not a registered parameter/buffer: .to() will not move it, state_dict will not save it and "
+                "optimizers will not see it (use register_buffer, nn.Parameter or ParameterList/ParameterDict)",
+            )
+
+
+def plain_attributes(module: nn.Module):
+    """(label, tensor) for every tensor in the module's own attributes, nn.Module's bookkeeping left out."""
+    for attr, value in vars(module).items():
+        if attr not in _MODULE_INTERNALS:
+            yield from plain_tensors(attr, value)
 
 
 def plain_tensors(attr: str, value):

@@ -16,7 +16,7 @@ from typing import Iterator
 import torch
 import torch.nn as nn
 
-from modscope.collect.hazards import plain_tensors
+from modscope.collect.hazards import plain_attributes
 from modscope.collect.structure import map_tensors
 from modscope.collect.walk import visits
 from modscope.hooks import module_hooks
@@ -38,10 +38,9 @@ def meta_copy(model: nn.Module) -> nn.Module:
         for t in (*module._parameters.values(), *module._buffers.values()):
             if t is not None and id(t) not in memo:
                 memo[id(t)] = _to_meta(t)
-        for attr, value in vars(module).items():
-            for _, t in plain_tensors(attr, value):
-                if id(t) not in memo:
-                    memo[id(t)] = _to_meta(t)
+        for _, t in plain_attributes(module):
+            if id(t) not in memo:
+                memo[id(t)] = _to_meta(t)
     return copy.deepcopy(model, memo)
 
 
@@ -68,9 +67,8 @@ def module_bytes(module: nn.Module) -> int:
         for t in (*m._parameters.values(), *m._buffers.values()):
             if t is not None:
                 seen[id(t)] = t
-        for attr, value in vars(m).items():
-            for _, t in plain_tensors(attr, value):
-                seen[id(t)] = t
+        for _, t in plain_attributes(m):
+            seen[id(t)] = t
     return sum(t.numel() * t.element_size() for t in seen.values())
 
 

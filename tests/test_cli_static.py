@@ -28,6 +28,29 @@ def test_import_and_help_do_not_import_torch():
     assert out.stdout.strip() == "False"
 
 
+def test_user_atexit_handlers_and_output_survive_the_fast_exit(cli, tmp_path):
+    """The CLI skips interpreter teardown once torch is loaded: atexit handlers still run, output is complete."""
+    marker = tmp_path / "atexit-ran.txt"
+    model = tmp_path / "net.py"
+    model.write_text(textwrap.dedent(
+        f"""
+        import atexit, torch.nn as nn
+        atexit.register(lambda: open({str(marker)!r}, "w").write("ran"))
+
+        class Net(nn.Sequential):
+            def __init__(self):
+                super().__init__(*[nn.Linear(8, 8) for _ in range(300)])
+        """
+    ))
+    result = cli("summary", f"{model}:Net", "--json")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)  # all of it: the stream was flushed before leaving
+    assert len(document["modules"]) == 301
+    assert marker.read_text() == "ran"
+    failing = cli("summary", f"{model}:Missing")
+    assert failing.returncode == 2 and failing.stderr.startswith("modscope: error:")
+
+
 def test_summary_table_and_json(cli):
     result = cli("summary", "examples/lenet.py:LeNet")
     assert result.returncode == 0, result.stderr

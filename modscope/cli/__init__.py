@@ -4,6 +4,10 @@ Nothing here imports torch at module level, so ``modscope --help`` stays fast.
 """
 from __future__ import annotations
 
+import atexit
+import os
+import sys
+
 from modscope.cli.app import app
 from modscope.cli import static_commands  # noqa: F401  (registers summary/tree/shared/audit)
 from modscope.cli import checkpoint_commands  # noqa: F401  (registers diff/check)
@@ -12,7 +16,32 @@ from modscope.cli import training_commands  # noqa: F401  (registers grads/nan/t
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except SystemExit as done:
+        _leave(done.code)
+    _leave(0)
+
+
+def _leave(code) -> None:
+    """Exit with ``code`` once the command is done, without tearing torch down when it was imported.
+
+    Tearing down torch's modules and C++ state takes ~0.4 s and touches ~125 MB of pages after all the
+    work is done. atexit handlers (logging, temporary files, user code's own) still run and the standard
+    streams are flushed; only the interpreter's own finalization is skipped.
+    """
+    if code is not None and not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    if "torch" not in sys.modules:
+        raise SystemExit(code)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (e.g. `| head`) or a closed stream: nothing to lose
+            pass
+    os._exit(code or 0)
 
 
 __all__ = ["app", "main"]

@@ -133,7 +133,8 @@ def decoder(rounds: int) -> list[str]:
     summary = best_of({"s": lambda: modscope.summary(model, inputs=ids, device="meta")}, 1)["s"]
     rss_mb, wall = _peak_rss(DECODER_CMD)
     torch_mb, _ = _peak_rss([sys.executable, "-c", "import torch"])
-    kernels_mb, _ = _peak_rss([sys.executable, "-c", TORCH_META_KERNELS])
+    torch_inside_mb = _inside_peak("import torch")
+    kernels_mb = _inside_peak(TORCH_META_KERNELS)
     return [
         f"Decoder: {params / 1e9:.1f}B parameters, built on meta in {built:.2f} s.",
         "",
@@ -146,10 +147,13 @@ def decoder(rounds: int) -> list[str]:
         f"(**{t['shapes_flops'] / t['torchinfo']:.2f}x** torchinfo) |",
         f"| modscope forward pass, meta, shapes only | {t['shapes']:.2f} s |",
         f"| modscope.summary: static + shapes + FLOPs + memory (second, autograd pass) | {summary:.2f} s |",
-        f"| `{' '.join(['modscope', *DECODER_CMD[3:]])}`: peak RSS | **{rss_mb:.0f} MB** (target < 700), "
-        f"{wall:.1f} s wall |",
-        f"| same method, `python -c 'import torch'` | {torch_mb:.0f} MB |",
-        f"| same method, import torch + one meta layer_norm (loads torch's Python meta kernels) | {kernels_mb:.0f} MB |",
+        f"| `{' '.join(['modscope', *DECODER_CMD[3:]])}`: peak RSS of the whole process | **{rss_mb:.0f} MB** "
+        f"(target < 700), {wall:.1f} s wall |",
+        f"| same method, `python -c 'import torch'` (includes torch's own teardown, which the CLI skips) | "
+        f"{torch_mb:.0f} MB |",
+        f"| `import torch`, peak inside the process (the ~510 MB the target cites) | {torch_inside_mb:.0f} MB |",
+        f"| import torch + one meta layer_norm (loads torch's Python meta kernels), inside the process | "
+        f"{kernels_mb:.0f} MB |",
     ]
 
 
@@ -172,6 +176,13 @@ def _peak_rss(cmd: list[str]) -> tuple[float, float]:
     if code != "0":
         raise RuntimeError(f"{' '.join(cmd)} failed: {' '.join(err)}")
     return int(kib) / 1024, float(wall)
+
+
+def _inside_peak(code: str) -> float:
+    """Peak resident memory (MB) of ``python -c code`` read from inside the process (VmHWM) as it ends."""
+    peak = "print(next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM:')))"
+    out = subprocess.run([sys.executable, "-c", f"{code}\n{peak}"], cwd=REPO, capture_output=True, text=True, check=True)
+    return int(out.stdout.split()[-1]) / 1024
 
 
 def _ms(seconds: float) -> str:

@@ -58,6 +58,9 @@ class Checkpoint:
     def read_into(self, name: str, start: int, out: torch.Tensor) -> None:
         self.reader.read_into(self._full[name], start, out)
 
+    def locate(self, name: str, start: int, count: int) -> tuple[str, int] | None:
+        return self.reader.locate(self._full[name], start, count)
+
     def metadata(self) -> dict[str, Any] | None:
         """Per-module ``_metadata`` (versions) of a pickled state_dict, relative to the chosen key."""
         found = self.reader.metadata()

@@ -77,6 +77,11 @@ class CheckpointReader(ABC):
             cached = self._flat = (name, self.read(name).reshape(-1))
         out.copy_(cached[1][start : start + out.numel()])
 
+    def locate(self, name: str, start: int, count: int) -> tuple[str, int] | None:
+        """(file, byte offset) where elements ``start .. start + count`` of ``name`` are stored raw, contiguous
+        and in order, so a scan can view them in place; None where they are not, or the format cannot say."""
+        return None
+
     def close(self) -> None:
         """Release open files and maps."""
         self._flat = None

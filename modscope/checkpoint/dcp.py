@@ -156,6 +156,13 @@ class DcpReader(CheckpointReader):
             if lo < hi:
                 self._files.read_into(piece.file, piece.offset + (lo - piece.first) * itemsize, out[lo - start : hi - start])
 
+    def locate(self, name: str, start: int, count: int) -> tuple[str, int] | None:
+        itemsize = self._entries[name].dtype.itemsize
+        for piece in self._layout(name) or ():
+            if piece.first <= start and start + count <= piece.first + piece.count:
+                return piece.file, piece.offset + (start - piece.first) * itemsize
+        return None
+
     def close(self) -> None:
         super().close()
         self._files.close()

@@ -48,6 +48,9 @@ class SafetensorsReader(CheckpointReader):
     def read_into(self, name: str, start: int, out: torch.Tensor) -> None:
         self._files.read_into(self.path, self._offsets[name] + start * out.element_size(), out)
 
+    def locate(self, name: str, start: int, count: int) -> tuple[str, int]:
+        return self.path, self._offsets[name] + start * self._entries[name].dtype.itemsize
+
     def close(self) -> None:
         self._files.close()
 

@@ -71,6 +71,9 @@ class ShardedReader(CheckpointReader):
     def read_into(self, name: str, start: int, out: torch.Tensor) -> None:
         self._where[name].read_into(name, start, out)
 
+    def locate(self, name: str, start: int, count: int) -> tuple[str, int] | None:
+        return self._where[name].locate(name, start, count)
+
     def close(self) -> None:
         for reader in self._shards.values():
             reader.close()

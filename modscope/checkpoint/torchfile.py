@@ -137,6 +137,10 @@ class TorchZipReader(CheckpointReader):
         else:
             super().read_into(name, start, out)
 
+    def locate(self, name: str, start: int, count: int) -> tuple[str, int] | None:
+        t = self._meta[name]
+        return (self.path, self._data_offset(name) + start * t.element_size()) if t.is_contiguous() else None
+
     def _data_offset(self, name: str) -> int:
         t = self._meta[name]
         return self._starts[name] + t.storage_offset() * t.element_size()

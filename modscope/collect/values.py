@@ -1,20 +1,27 @@
 """Compare tensor values of two checkpoints in bounded memory.
 
-Tensor pairs are streamed through two pairs of reusable ``IO_BYTES`` buffers: a reader thread fills one
-pair with plain file reads (nothing stays mapped, so nothing piles up as resident memory) while the other
-pair is compared. Small tensors are packed together into one read; big ones are split across reads.
-Memory stays at a few buffers whatever the tensor and file sizes.
+Tensor pairs are streamed in reads of at most ``IO_BYTES`` per side: a reader thread prepares the next
+read while the current one is compared. Small tensors are packed together into one read; big ones are
+split across reads. Where a reader can say where the bytes lie raw in a file (``locate``), a read is a view
+of a read-only map of that file: the reader thread faults its pages in (``MADV_POPULATE_READ``) and they
+are dropped from the page tables once compared (``MADV_DONTNEED``), so nothing is copied and resident
+memory stays at two reads. Everything else (small pieces, formats without raw offsets) is copied into
+reusable buffers with plain file reads. Memory stays at a few reads whatever the tensor and file sizes.
 
-The comparison walks each buffer in ``COMPUTE_BYTES`` windows, small enough to stay in the CPU cache
-across the handful of passes each gets. Windows are shared among a few threads of our own (as many as
-torch would use), each running torch with one intra-op thread: for cache-sized, memory-bound work, waking
-torch's thread pool for every operation costs more than it saves (much more on a busy machine).
+The comparison walks each read in ``COMPUTE_BYTES`` windows: big enough that torch's per-call overhead is
+small, small enough to stay in the CPU's caches across the handful of passes each gets. Windows are shared
+among a few threads of our own (as many as torch would use), each running torch with one intra-op thread:
+for memory-bound work on a few MiB, waking torch's thread pool for every operation costs more than it saves
+(much more on a busy machine).
 """
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import math
+import mmap
+import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -22,8 +29,11 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-IO_BYTES = 8 << 20  # per side and per read
-COMPUTE_BYTES = 1 << 20  # per side and per comparison step
+from modscope.checkpoint.base import READ_AHEAD
+
+IO_BYTES = 32 << 20  # per side and per read (two reads in flight)
+MAP_MIN_BYTES = 256 << 10  # smaller pieces are copied: a map's page-table work costs more than the copy
+COMPUTE_BYTES = 2 << 20  # per side and per comparison step
 MAX_WORKERS = 8  # comparison threads (at most torch's intra-op thread count)
 _ALIGN = 64
 
@@ -62,12 +72,11 @@ class ValueStats:
 
 @dataclass(frozen=True)
 class _Piece:
-    """Elements ``start .. start + count`` of item ``item``, read to byte ``offsets[side]`` of each buffer."""
+    """Elements ``start .. start + count`` of item ``item``."""
 
     item: int
     start: int
     count: int
-    offsets: tuple[int, ...]
 
 
 def plan(items: list[tuple[int, tuple[int, ...]]]) -> list[list[_Piece]]:
@@ -85,7 +94,7 @@ def plan(items: list[tuple[int, tuple[int, ...]]]) -> list[list[_Piece]]:
                 current, used = [], [0] * len(sizes)
                 continue
             count = min(room, numel - start)
-            current.append(_Piece(item, start, count, tuple(used)))
+            current.append(_Piece(item, start, count))
             used = [-(-(u + count * size) // _ALIGN) * _ALIGN for u, size in zip(used, sizes)]
             start += count
     if current:
@@ -154,7 +163,7 @@ class _Folder:
         return out
 
     def _update(self, stats: ValueStats, ca: torch.Tensor, cb: torch.Tensor) -> None:
-        """Fold one window pair into ``stats``. ``cb`` is ours to overwrite: the difference is formed in place."""
+        """Fold one window pair into ``stats``. Both may be views of read-only maps: nothing is written to them."""
         wide = _wide(ca.dtype, cb.dtype)
         fa = ca if ca.dtype == wide else self._scratch_for(wide, 0, ca.numel()).copy_(ca)
         sq_a = _sq(fa)
@@ -163,7 +172,7 @@ class _Folder:
             return
         fb = cb if cb.dtype == wide else self._scratch_for(wide, 1, cb.numel()).copy_(cb)
         if not (self.rtol or self.atol) and math.isfinite(sq_a) and math.isfinite(_sq(fb)):
-            d = fb.sub_(fa)  # no NaN/inf anywhere: every nonzero element of B - A is a difference
+            d = torch.sub(fb, fa, out=self._scratch_for(wide, 2, fb.numel()))  # no NaN/inf: nonzero = different
             d = d.abs_() if not d.is_complex() else d.abs()
             different = int(torch.count_nonzero(d.view(_SAME_SIZE_INT.get(d.dtype, d.dtype))))
         else:  # tolerances, or NaN/inf: equal NaNs and equal infinities are not differences
@@ -196,35 +205,123 @@ def _one_intra_op_thread():
 
 
 def _streamed(reads: list[list[_Piece]], names, dtypes) -> Iterator[list[tuple[_Piece, tuple[torch.Tensor, ...]]]]:
-    """Yield each read as [(piece, one tensor per side)] while a worker thread fills the other buffers.
+    """Yield each read as [(piece, one tensor per side)] while a worker thread prepares the next one.
 
     ``names[item]`` gives (source, name) per side; ``dtypes[item]`` the dtype per side. The tensors are
-    valid until the next read is requested, and the caller may overwrite them.
+    valid until the next read is requested; they may be views of read-only maps (never write to them).
     """
     if not reads:
         return
     sides = len(dtypes[0])
     buffers = [[torch.empty(IO_BYTES, dtype=torch.uint8) for _ in range(sides)] for _ in range(2)]
+    maps = _FileMaps()
 
     def fetch(group: list[_Piece], slot: list[torch.Tensor]):
-        out = []
+        out, mapped = [], []
+        used = [0] * sides  # copied pieces are packed at the start of the buffers: only they become resident
         for piece in group:
             views = []
             for side, ((source, name), dtype) in enumerate(zip(names[piece.item], dtypes[piece.item])):
-                offset = piece.offsets[side]
-                view = slot[side][offset : offset + piece.count * dtype.itemsize].view(dtype)
-                source.read_into(name, piece.start, view)
+                nbytes = piece.count * dtype.itemsize
+                view = None
+                if nbytes >= MAP_MIN_BYTES:
+                    spot = getattr(source, "locate", lambda *a: None)(name, piece.start, piece.count)
+                    if spot is not None and spot[1] % dtype.itemsize == 0:
+                        view = maps.view(spot[0], spot[1], nbytes)
+                if view is not None:
+                    mapped.append((spot[0], spot[1], nbytes))
+                    view = view.view(dtype)
+                else:
+                    offset = used[side]
+                    used[side] = -(-(offset + nbytes) // _ALIGN) * _ALIGN
+                    view = slot[side][offset : offset + nbytes].view(dtype)
+                    source.read_into(name, piece.start, view)
                 views.append(view)
             out.append((piece, tuple(views)))
-        return out
+        return out, mapped
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="modscope-read") as pool:
-        pending = pool.submit(fetch, reads[0], buffers[0])
-        for i in range(len(reads)):
-            ready = pending.result()
-            if i + 1 < len(reads):
-                pending = pool.submit(fetch, reads[i + 1], buffers[(i + 1) % 2])
-            yield ready
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="modscope-read") as pool:
+            pending = pool.submit(fetch, reads[0], buffers[0])
+            for i in range(len(reads)):
+                ready, mapped = pending.result()
+                if i + 1 < len(reads):
+                    pending = pool.submit(fetch, reads[i + 1], buffers[(i + 1) % 2])
+                yield ready
+                del ready
+                for spot in mapped:
+                    maps.release(*spot)
+    finally:
+        maps.close()
+
+
+class _FileMaps:
+    """Read-only shared maps of whole files, viewed a window at a time.
+
+    ``view`` faults the window's pages in (so comparing never waits on the disk) and ``release`` takes them
+    out of the page tables again: the data stays in the page cache, but not in this process's resident
+    memory, however big the files are.
+    """
+
+    def __init__(self):
+        self._maps: dict[str, mmap.mmap | None] = {}
+
+    def view(self, path: str, offset: int, nbytes: int) -> torch.Tensor | None:
+        """A uint8 tensor over ``nbytes`` of ``path`` at ``offset``, or None (then the caller reads instead)."""
+        mm = self._maps.get(path, False)
+        if mm is False:
+            mm = self._maps[path] = _map(path)
+        if mm is None or offset + nbytes > len(mm):
+            return None  # not mappable, or truncated: plain reads give the proper error
+        start = offset - offset % mmap.PAGESIZE
+        try:
+            mm.madvise(_MADV_POPULATE_READ, start, offset + nbytes - start)
+        except (OSError, ValueError):  # an older kernel: touch one byte per page instead
+            _touch(mm, start, offset + nbytes)
+        ahead = -(-(offset + nbytes) // mmap.PAGESIZE) * mmap.PAGESIZE
+        if ahead < len(mm):  # keep the disk busy with what comes next while this window is compared
+            with contextlib.suppress(OSError, ValueError):
+                mm.madvise(mmap.MADV_WILLNEED, ahead, min(READ_AHEAD, len(mm) - ahead))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "non-writable buffer": the views are only ever read
+            return torch.frombuffer(mm, dtype=torch.uint8, count=nbytes, offset=offset)
+
+    def release(self, path: str, offset: int, nbytes: int) -> None:
+        mm = self._maps.get(path)
+        if mm is not None:
+            start = offset - offset % mmap.PAGESIZE
+            with contextlib.suppress(OSError, ValueError):
+                mm.madvise(mmap.MADV_DONTNEED, start, offset + nbytes - start)
+
+    def close(self) -> None:
+        for mm in self._maps.values():
+            if mm is not None:
+                with contextlib.suppress(BufferError):  # a view still alive: the map goes when it does
+                    mm.close()
+        self._maps.clear()
+
+
+_MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)  # Linux >= 5.14
+
+
+def _map(path: str) -> mmap.mmap | None:
+    if not hasattr(mmap.mmap, "madvise"):
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        return mmap.mmap(fd, 0, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
+    except (OSError, ValueError):
+        return None
+    finally:
+        os.close(fd)
+
+
+def _touch(mm: mmap.mmap, start: int, end: int) -> None:
+    pages = np.frombuffer(mm, dtype=np.uint8, count=end - start, offset=start)
+    int(pages[:: mmap.PAGESIZE].max())
 
 
 _SAME_SIZE_INT = {torch.float32: torch.int32, torch.float64: torch.int64, torch.float16: torch.int16}

@@ -81,7 +81,7 @@ def analyse_forward(
         if not runner.hookable:
             notes.append("TorchScript modules take no hooks: only the whole model's shapes, FLOPs and memory")
         saved = SavedTensors(runner.model) if memory and train_mode else None
-        result = runner.recorded(train_mode, flops, saved)
+        result = runner.recorded(train_mode, flops, saved, peak=memory)
         fields = dict(
             device=run_device, train_mode=train_mode, grad_enabled=train_mode, fallbacks=runner.fallback_notes()
         )
@@ -139,12 +139,13 @@ class _Runner:
 
         return enter
 
-    def recorded(self, train_mode: bool, flops: bool, saved: SavedTensors | None) -> PassResult:
-        """The shapes/FLOPs pass; on meta, retried with real-tensor fallbacks for modules that need values."""
+    def recorded(self, train_mode: bool, flops: bool, saved: SavedTensors | None, *, peak: bool) -> PassResult:
+        """The shapes/FLOPs pass; on meta, retried with real-tensor fallbacks for modules that need values.
+        ``peak``: also measure the largest module call (for the memory estimate)."""
         while True:
             result = run_pass(
                 self.model, self.inputs, training=train_mode, grad=train_mode, flops=flops,
-                record=self.hookable, extra=self._extra(saved),
+                record=self.hookable, peak=peak, extra=self._extra(saved),
             )
             if not self._should_fall_back(result):
                 return result

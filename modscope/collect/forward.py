@@ -65,9 +65,10 @@ class _Frame:
 class _Recorder:
     """The pre/post hooks: a stack of open module calls and per-module statistics."""
 
-    def __init__(self, names: list[str], counter: FlopCounter | None):
+    def __init__(self, names: list[str], counter: FlopCounter | None, peak: bool = True):
         self.stats = {name: _Stats() for name in names}
         self.counter = counter
+        self.track_peak = peak
         self.stack: list[_Frame] = []
         self.error: tuple[BaseException, ForwardFailure, nn.Module] | None = None
         self.peak = 0
@@ -77,9 +78,8 @@ class _Recorder:
 
     def pre(self, name: str, module: nn.Module, args: tuple, kwargs: dict) -> None:
         self.stats[name].calls += 1
-        self.stack.append(
-            _Frame(name, self._flops(), describe(args), describe(kwargs) if kwargs else {}, list(iter_tensors((args, kwargs))))
-        )
+        inputs = list(iter_tensors((args, kwargs))) if self.track_peak else []
+        self.stack.append(_Frame(name, self._flops(), describe(args), describe(kwargs) if kwargs else {}, inputs))
 
     def post(self, name: str, module: nn.Module, args, kwargs, output, error: BaseException | None) -> None:
         frame = self.stack.pop() if self.stack else None
@@ -102,7 +102,8 @@ class _Recorder:
             return
         outputs = list(iter_tensors(output))
         stats.output_bytes += sum(t.numel() * t.element_size() for t in {id(t): t for t in outputs}.values())
-        self.peak = max(self.peak, _distinct_bytes(frame.inputs + outputs))
+        if self.track_peak:
+            self.peak = max(self.peak, _distinct_bytes(frame.inputs + outputs))
         self._remember_shapes(stats, frame.args, frame.kwargs, describe(output))
 
     @staticmethod
@@ -160,17 +161,18 @@ def run_pass(
     grad: bool = False,
     flops: bool = True,
     record: bool = True,
+    peak: bool = True,
     extra: Callable[[FlopCounter | None], contextlib.AbstractContextManager] | None = None,
 ) -> PassResult:
     """Call ``model`` once on ``inputs`` and record what every module did; never raises for the model's errors.
 
     ``training``/``grad``: train mode and autograd during the pass (eval and no_grad by default).
     ``extra``: a context manager factory entered inside the pass (saved-tensor hooks, meta fallbacks); it is
-    given the pass's FlopCounter (or None).
+    given the pass's FlopCounter (or None). ``peak``: measure ``peak_call_bytes`` (0 when off).
     """
     firsts = [(v.name, v.module) for v in visits(model) if v.first]
     counter = FlopCounter() if flops else None
-    recorder = _Recorder([name for name, _ in firsts], counter)
+    recorder = _Recorder([name for name, _ in firsts], counter, peak)
     output, error = None, None
     with contextlib.ExitStack() as stack:
         stack.enter_context(preserved_state(model, modules=[m for _, m in firsts]))  # also forks the RNG: dropout leaves the user's stream alone
@@ -202,7 +204,7 @@ def run_pass(
         failing_module=failing,
         flops_total=counter.get_total_flops() if counter is not None else None,
         uncounted_ops=counter.uncounted_ops() if counter is not None else None,
-        peak_call_bytes=max(recorder.peak, _whole_call_bytes(inputs, output) if error is None else 0),
+        peak_call_bytes=max(recorder.peak, _whole_call_bytes(inputs, output) if error is None and peak else 0),
         never_called=never_called(firsts, recorder.stats) if error is None and record else [],
     )
 

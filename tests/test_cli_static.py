@@ -30,12 +30,18 @@ def test_import_and_help_do_not_import_torch():
 
 def test_user_atexit_handlers_and_output_survive_the_fast_exit(cli, tmp_path):
     """The CLI skips interpreter teardown once torch is loaded: atexit handlers still run, output is complete."""
-    marker = tmp_path / "atexit-ran.txt"
+    marker, late = tmp_path / "atexit-ran.txt", tmp_path / "thread-done.txt"
     model = tmp_path / "net.py"
     model.write_text(textwrap.dedent(
         f"""
-        import atexit, torch.nn as nn
+        import atexit, threading, time, torch.nn as nn
         atexit.register(lambda: open({str(marker)!r}, "w").write("ran"))
+
+        def later():
+            time.sleep(1.0)
+            open({str(late)!r}, "w").write("done")
+
+        threading.Thread(target=later).start()  # not a daemon: a normal exit waits for it
 
         class Net(nn.Sequential):
             def __init__(self):
@@ -47,6 +53,7 @@ def test_user_atexit_handlers_and_output_survive_the_fast_exit(cli, tmp_path):
     document = json.loads(result.stdout)  # all of it: the stream was flushed before leaving
     assert len(document["modules"]) == 301
     assert marker.read_text() == "ran"
+    assert late.read_text() == "done"
     failing = cli("summary", f"{model}:Missing")
     assert failing.returncode == 2 and failing.stderr.startswith("modscope: error:")
 

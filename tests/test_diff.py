@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -15,6 +16,7 @@ import modscope
 from modscope.checkpoint import open_checkpoint
 from modscope.cli import app
 from modscope.collect import values
+from modscope.errors import CheckpointError
 from tests.checkpoint_files import checksums, small_state, write_dcp, write_safetensors, write_sharded, write_torch
 from tests.conftest import REPO
 
@@ -143,6 +145,55 @@ def test_mapped_reads_give_the_same_statistics_as_copied_reads(tmp_path, monkeyp
     assert changes["big"].num_different == 1000 * 50 and changes["ints"].num_different == 1
     assert changes["nan"].num_different == 1  # equal NaNs are not differences
     assert checksums(pa, pb) == before  # read-only maps: the files never change
+
+
+def _big_pair(tmp_path, writer):
+    a = {f"w{i}": torch.randn(256, 256) for i in range(6)}
+    b = {k: v + (i % 2) for i, (k, v) in enumerate(a.items())}
+    return writer(tmp_path / "a.bin", a), writer(tmp_path / "b.bin", b)
+
+
+@pytest.mark.parametrize("writer", [write_safetensors, write_torch])
+def test_a_file_truncated_during_the_diff_is_a_clean_error(tmp_path, monkeypatch, writer):
+    """A trainer re-saving a checkpoint truncates it: mapped pages past the new end must never be read."""
+    pa, pb = _big_pair(tmp_path, writer)
+    monkeypatch.setattr(values, "IO_BYTES", 256 << 10)  # one tensor per read
+    truncated = []
+
+    def progress(done, total):
+        if not truncated:
+            truncated.append(done)
+            os.truncate(pb, 300_000)  # after the first read: the next one is already mapped and faulted in
+
+    with pytest.raises(CheckpointError, match="changed while being read|ends early"):
+        modscope.diff(str(pa), str(pb), progress=progress)
+    assert truncated
+
+
+def test_a_failing_comparison_thread_leaves_no_map_under_the_others(tmp_path, monkeypatch):
+    """One comparison thread failing must not unmap windows another thread is still reading."""
+    import threading
+    import time
+
+    pa, pb = _big_pair(tmp_path, write_safetensors)
+    monkeypatch.setattr(values, "MAX_WORKERS", 2)
+    monkeypatch.setattr(values, "COMPUTE_BYTES", 64 << 10)
+    real, calls, lock = values._Folder.fold, [], threading.Lock()
+
+    def fold(self, windows):
+        with lock:
+            calls.append(1)
+            first = len(calls) == 1
+        if first:
+            raise RuntimeError("this worker failed")
+        time.sleep(0.2)  # still reading its windows while the error unwinds
+        return real(self, windows)
+
+    monkeypatch.setattr(values._Folder, "fold", fold)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    with pytest.raises(RuntimeError, match="this worker failed"):
+        modscope.diff(str(pa), str(pb))
+    assert len(calls) >= 2
 
 
 def test_tolerances_follow_isclose(tmp_path):

@@ -201,6 +201,25 @@ def test_memory_falls_back_to_eval_mode_when_training_mode_fails():
     assert any("eval mode" in a for a in memory.assumptions)
 
 
+class _Branchy(nn.Module):
+    """torch.cond: FlopCounterMode counts each branch apart and keeps the larger one."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(32, 32))
+
+    def forward(self, x):
+        return torch.cond(x.sum() > 0, lambda x: x @ self.w @ self.w, lambda x: x @ self.w, (x,))
+
+
+def test_flops_of_torch_cond_follow_flop_counter_mode():
+    model, x = _Branchy(), torch.randn(8, 32)
+    expected = flops_of(model, x)
+    assert expected == 2 * (2 * 8 * 32 * 32)  # the larger branch only
+    report = modscope.summary(model, inputs=x, memory=False)
+    assert report.forward.flops_total == expected
+
+
 def test_no_flops_and_no_memory():
     model = nn.Linear(3, 3)
     forward = modscope.summary(model, inputs=torch.randn(1, 3), flops=False, memory=False).forward

@@ -7,6 +7,7 @@ from __future__ import annotations
 import atexit
 import os
 import sys
+import threading
 
 from modscope.cli.app import app
 from modscope.cli import static_commands  # noqa: F401  (registers summary/tree/shared/audit)
@@ -27,14 +28,18 @@ def _leave(code) -> None:
     """Exit with ``code`` once the command is done, without tearing torch down when it was imported.
 
     Tearing down torch's modules and C++ state takes ~0.4 s and touches ~125 MB of pages after all the
-    work is done. atexit handlers (logging, temporary files, user code's own) still run and the standard
-    streams are flushed; only the interpreter's own finalization is skipped.
+    work is done. As at a normal exit, non-daemon threads are joined first, then atexit handlers (logging,
+    temporary files, user code's own) run and the standard streams are flushed; only the interpreter's own
+    finalization is skipped.
     """
     if code is not None and not isinstance(code, int):
         print(code, file=sys.stderr)
         code = 1
     if "torch" not in sys.modules:
         raise SystemExit(code)
+    shutdown_threads = getattr(threading, "_shutdown", None)
+    if shutdown_threads is not None:  # what the interpreter does first: join non-daemon threads
+        shutdown_threads()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:

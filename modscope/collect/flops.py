@@ -91,7 +91,10 @@ if _Inner is not None:
             if op is None:
                 op = counter.learn(func)
             if not op.direct:
-                return super().__torch_dispatch__(func, types, args, kwargs)
+                out = super().__torch_dispatch__(func, types, args, kwargs)
+                # torch.cond counts each branch apart and keeps the larger: follow its bookkeeping
+                counter.total = sum(counter.flop_counts["Global"].values())
+                return out
             out = func(*args, **kwargs) if kwargs else func(*args)
             if op.formula is not None:
                 counter.add(op, out, args, kwargs)

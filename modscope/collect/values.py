@@ -17,11 +17,13 @@ for memory-bound work on a few MiB, waking torch's thread pool for every operati
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import math
 import mmap
 import os
 import warnings
+import concurrent.futures
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -30,6 +32,7 @@ import numpy as np
 import torch
 
 from modscope.checkpoint.base import READ_AHEAD
+from modscope.errors import CheckpointError
 
 IO_BYTES = 32 << 20  # per side and per read (two reads in flight)
 MAP_MIN_BYTES = 256 << 10  # smaller pieces are copied: a map's page-table work costs more than the copy
@@ -128,6 +131,7 @@ class ValueComparer:
                 ]
                 share = -(-len(windows) // len(workers))
                 tasks = [pool.submit(f.fold, windows[k * share : (k + 1) * share]) for k, f in enumerate(workers)]
+                concurrent.futures.wait(tasks)  # all done before any error leaves: the windows stay theirs
                 for task in tasks:
                     for item, partial in task.result().items():
                         stats[item].merge(partial)
@@ -247,6 +251,7 @@ def _streamed(reads: list[list[_Piece]], names, dtypes) -> Iterator[list[tuple[_
                 ready, mapped = pending.result()
                 if i + 1 < len(reads):
                     pending = pool.submit(fetch, reads[i + 1], buffers[(i + 1) % 2])
+                _check_sizes(mapped)
                 yield ready
                 del ready
                 for spot in mapped:
@@ -271,20 +276,24 @@ class _FileMaps:
         mm = self._maps.get(path, False)
         if mm is False:
             mm = self._maps[path] = _map(path)
-        if mm is None or offset + nbytes > len(mm):
-            return None  # not mappable, or truncated: plain reads give the proper error
+        if mm is None or offset + nbytes > min(len(mm), _size(path)):
+            return None  # not mappable, or truncated (now): plain reads give the proper error
         start = offset - offset % mmap.PAGESIZE
         try:
             mm.madvise(_MADV_POPULATE_READ, start, offset + nbytes - start)
-        except (OSError, ValueError):  # an older kernel: touch one byte per page instead
-            _touch(mm, start, offset + nbytes)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                return None  # e.g. EFAULT: the file shrank under the map; plain reads say so cleanly
+            _touch(mm, start, offset + nbytes)  # a kernel without MADV_POPULATE_READ
         ahead = -(-(offset + nbytes) // mmap.PAGESIZE) * mmap.PAGESIZE
         if ahead < len(mm):  # keep the disk busy with what comes next while this window is compared
             with contextlib.suppress(OSError, ValueError):
                 mm.madvise(mmap.MADV_WILLNEED, ahead, min(READ_AHEAD, len(mm) - ahead))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "non-writable buffer": the views are only ever read
-            return torch.frombuffer(mm, dtype=torch.uint8, count=nbytes, offset=offset)
+            # Through a memoryview: it holds the map's buffer exported, so close() cannot unmap it under a
+            # view that a comparison thread may still be reading (the map then goes with its last view).
+            return torch.frombuffer(memoryview(mm)[offset : offset + nbytes], dtype=torch.uint8)
 
     def release(self, path: str, offset: int, nbytes: int) -> None:
         mm = self._maps.get(path)
@@ -317,6 +326,24 @@ def _map(path: str) -> mmap.mmap | None:
         return None
     finally:
         os.close(fd)
+
+
+def _check_sizes(mapped: list[tuple[str, int, int]]) -> None:
+    """Mapped pages past a file's end fault (SIGBUS) when read: refuse a read whose file has shrunk since."""
+    ends: dict[str, int] = {}
+    for path, offset, nbytes in mapped:
+        ends[path] = max(ends.get(path, 0), offset + nbytes)
+    for path, end in ends.items():
+        size = _size(path)
+        if size < end:
+            raise CheckpointError(f"{path} changed while being read: it is now {max(size, 0)} bytes (was it re-saved?)")
+
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return -1
 
 
 def _touch(mm: mmap.mmap, start: int, end: int) -> None:

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 import modscope
 from modscope.checkpoint import open_checkpoint
 from modscope.cli import app
+from modscope.checkpoint import mapped as mapped_module
 from modscope.collect import values
 from modscope.errors import CheckpointError
 from tests.checkpoint_files import checksums, small_state, write_dcp, write_safetensors, write_sharded, write_torch
@@ -134,8 +135,8 @@ def test_mapped_reads_give_the_same_statistics_as_copied_reads(tmp_path, monkeyp
     monkeypatch.setattr(values, "MAP_MIN_BYTES", 1 << 40)
     copied = _diff(pa, pb)
     mapped_views = []
-    real_view = values._FileMaps.view
-    monkeypatch.setattr(values._FileMaps, "view", lambda self, *args: mapped_views.append(args) or real_view(self, *args))
+    real_view = mapped_module.FileMaps.view
+    monkeypatch.setattr(mapped_module.FileMaps, "view", lambda self, *args: mapped_views.append(args) or real_view(self, *args))
     monkeypatch.setattr(values, "MAP_MIN_BYTES", 1)
     mapped = _diff(pa, pb)
     assert len(mapped_views) > 10  # the mapped path really ran

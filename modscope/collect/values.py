@@ -3,9 +3,9 @@
 Tensor pairs are streamed in reads of at most ``IO_BYTES`` per side: a reader thread prepares the next
 read while the current one is compared. Small tensors are packed together into one read; big ones are
 split across reads. Where a reader can say where the bytes lie raw in a file (``locate``), a read is a view
-of a read-only map of that file: the reader thread faults its pages in (``MADV_POPULATE_READ``) and they
-are dropped from the page tables once compared (``MADV_DONTNEED``), so nothing is copied and resident
-memory stays at two reads. Everything else (small pieces, formats without raw offsets) is copied into
+of a read-only map of that file (``modscope.checkpoint.mapped``): the reader thread faults its pages in and
+they are dropped from the page tables once compared, so nothing is copied and resident memory stays at two
+reads. Everything else (small pieces, formats without raw offsets) is copied into
 reusable buffers with plain file reads. Memory stays at a few reads whatever the tensor and file sizes.
 
 The comparison walks each read in ``COMPUTE_BYTES`` windows: big enough that torch's per-call overhead is
@@ -16,14 +16,10 @@ for memory-bound work on a few MiB, waking torch's thread pool for every operati
 """
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
-import errno
 import hashlib
 import math
-import mmap
-import os
-import warnings
-import concurrent.futures
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -31,8 +27,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from modscope.checkpoint.base import READ_AHEAD
-from modscope.errors import CheckpointError
+from modscope.checkpoint.mapped import FileMaps, check_sizes
 
 IO_BYTES = 32 << 20  # per side and per read (two reads in flight)
 MAP_MIN_BYTES = 256 << 10  # smaller pieces are copied: a map's page-table work costs more than the copy
@@ -218,7 +213,7 @@ def _streamed(reads: list[list[_Piece]], names, dtypes) -> Iterator[list[tuple[_
         return
     sides = len(dtypes[0])
     buffers = [[torch.empty(IO_BYTES, dtype=torch.uint8) for _ in range(sides)] for _ in range(2)]
-    maps = _FileMaps()
+    maps = FileMaps()
 
     def fetch(group: list[_Piece], slot: list[torch.Tensor]):
         out, mapped = [], []
@@ -251,104 +246,13 @@ def _streamed(reads: list[list[_Piece]], names, dtypes) -> Iterator[list[tuple[_
                 ready, mapped = pending.result()
                 if i + 1 < len(reads):
                     pending = pool.submit(fetch, reads[i + 1], buffers[(i + 1) % 2])
-                _check_sizes(mapped)
+                check_sizes(mapped)
                 yield ready
                 del ready
                 for spot in mapped:
                     maps.release(*spot)
     finally:
         maps.close()
-
-
-class _FileMaps:
-    """Read-only shared maps of whole files, viewed a window at a time.
-
-    ``view`` faults the window's pages in (so comparing never waits on the disk) and ``release`` takes them
-    out of the page tables again: the data stays in the page cache, but not in this process's resident
-    memory, however big the files are.
-    """
-
-    def __init__(self):
-        self._maps: dict[str, mmap.mmap | None] = {}
-
-    def view(self, path: str, offset: int, nbytes: int) -> torch.Tensor | None:
-        """A uint8 tensor over ``nbytes`` of ``path`` at ``offset``, or None (then the caller reads instead)."""
-        mm = self._maps.get(path, False)
-        if mm is False:
-            mm = self._maps[path] = _map(path)
-        if mm is None or offset + nbytes > min(len(mm), _size(path)):
-            return None  # not mappable, or truncated (now): plain reads give the proper error
-        start = offset - offset % mmap.PAGESIZE
-        try:
-            mm.madvise(_MADV_POPULATE_READ, start, offset + nbytes - start)
-        except OSError as exc:
-            if exc.errno != errno.EINVAL:
-                return None  # e.g. EFAULT: the file shrank under the map; plain reads say so cleanly
-            _touch(mm, start, offset + nbytes)  # a kernel without MADV_POPULATE_READ
-        ahead = -(-(offset + nbytes) // mmap.PAGESIZE) * mmap.PAGESIZE
-        if ahead < len(mm):  # keep the disk busy with what comes next while this window is compared
-            with contextlib.suppress(OSError, ValueError):
-                mm.madvise(mmap.MADV_WILLNEED, ahead, min(READ_AHEAD, len(mm) - ahead))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "non-writable buffer": the views are only ever read
-            # Through a memoryview: it holds the map's buffer exported, so close() cannot unmap it under a
-            # view that a comparison thread may still be reading (the map then goes with its last view).
-            return torch.frombuffer(memoryview(mm)[offset : offset + nbytes], dtype=torch.uint8)
-
-    def release(self, path: str, offset: int, nbytes: int) -> None:
-        mm = self._maps.get(path)
-        if mm is not None:
-            start = offset - offset % mmap.PAGESIZE
-            with contextlib.suppress(OSError, ValueError):
-                mm.madvise(mmap.MADV_DONTNEED, start, offset + nbytes - start)
-
-    def close(self) -> None:
-        for mm in self._maps.values():
-            if mm is not None:
-                with contextlib.suppress(BufferError):  # a view still alive: the map goes when it does
-                    mm.close()
-        self._maps.clear()
-
-
-_MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)  # Linux >= 5.14
-
-
-def _map(path: str) -> mmap.mmap | None:
-    if not hasattr(mmap.mmap, "madvise"):
-        return None
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        return mmap.mmap(fd, 0, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
-    except (OSError, ValueError):
-        return None
-    finally:
-        os.close(fd)
-
-
-def _check_sizes(mapped: list[tuple[str, int, int]]) -> None:
-    """Mapped pages past a file's end fault (SIGBUS) when read: refuse a read whose file has shrunk since."""
-    ends: dict[str, int] = {}
-    for path, offset, nbytes in mapped:
-        ends[path] = max(ends.get(path, 0), offset + nbytes)
-    for path, end in ends.items():
-        size = _size(path)
-        if size < end:
-            raise CheckpointError(f"{path} changed while being read: it is now {max(size, 0)} bytes (was it re-saved?)")
-
-
-def _size(path: str) -> int:
-    try:
-        return os.stat(path).st_size
-    except OSError:
-        return -1
-
-
-def _touch(mm: mmap.mmap, start: int, end: int) -> None:
-    pages = np.frombuffer(mm, dtype=np.uint8, count=end - start, offset=start)
-    int(pages[:: mmap.PAGESIZE].max())
 
 
 _SAME_SIZE_INT = {torch.float32: torch.int32, torch.float64: torch.int64, torch.float16: torch.int16}

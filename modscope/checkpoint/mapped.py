@@ -35,8 +35,8 @@ class FileMaps:
         mm = self._maps.get(path, False)
         if mm is False:
             mm = self._maps[path] = _map(path)
-        if mm is None or offset + nbytes > min(len(mm), _size(path)):
-            return None  # not mappable, or truncated (now): plain reads give the proper error
+        if mm is None or offset + nbytes > len(mm):
+            return None  # not mappable, or truncated: plain reads give the proper error
         start = offset - offset % mmap.PAGESIZE
         try:
             mm.madvise(_MADV_POPULATE_READ, start, offset + nbytes - start)

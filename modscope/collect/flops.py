@@ -91,10 +91,7 @@ if _Inner is not None:
             if op is None:
                 op = counter.learn(func)
             if not op.direct:
-                out = super().__torch_dispatch__(func, types, args, kwargs)
-                # torch.cond counts each branch apart and keeps the larger: follow its bookkeeping
-                counter.total = sum(counter.flop_counts["Global"].values())
-                return out
+                return super().__torch_dispatch__(func, types, args, kwargs)
             out = func(*args, **kwargs) if kwargs else func(*args)
             if op.formula is not None:
                 counter.add(op, out, args, kwargs)
@@ -126,7 +123,6 @@ class FlopCounter(FlopCounterMode):
         super().__init__(display=False, depth=None)
         self.ops: dict[int, _Op] = {}
         self.uncounted: Counter = Counter()  # ops that reached _count_flops (the stock mode's route)
-        self.total = 0
         self.listing = True
         if hasattr(self, "mod_tracker"):
             self.mod_tracker = _Tracker()
@@ -134,7 +130,6 @@ class FlopCounter(FlopCounterMode):
     def __enter__(self):
         self.uncounted.clear()
         self.ops.clear()
-        self.total = 0
         if _Inner is None or not hasattr(self, "mode"):
             return super().__enter__()
         self.flop_counts.clear()
@@ -162,22 +157,19 @@ class FlopCounter(FlopCounterMode):
             if key is not None:
                 op.by_shape[key] = flops
         self.flop_counts["Global"][op.packet] += flops
-        self.total += flops
 
     def get_total_flops(self) -> int:
-        return self.total
+        # .get, not [...]: creating the "Global" entry before a torch.cond would make the branches share it
+        # (FlopCounterMode checkpoints flop_counts with a shallow copy) and count both branches.
+        return sum(self.flop_counts.get("Global", {}).values())
 
     def _count_flops(self, func_packet, out, args, kwargs):
         """The stock mode's route (ops it decomposed, or every op on a torch without ``_FlopCounterMode``)."""
-        formula = self.flop_registry.get(func_packet)
-        if formula is None:
+        if func_packet not in self.flop_registry:  # most ops: nothing for FlopCounterMode to add
             if self.listing:
                 self.uncounted[func_packet] += 1
             return out
-        flops = formula(*args, **kwargs, out_val=out)
-        self.flop_counts["Global"][func_packet] += flops
-        self.total += flops
-        return out
+        return super()._count_flops(func_packet, out, args, kwargs)
 
     @contextlib.contextmanager
     def unlisted(self) -> Iterator[None]:

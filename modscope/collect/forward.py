@@ -175,7 +175,8 @@ def run_pass(
     recorder = _Recorder([name for name, _ in firsts], counter, peak)
     output, error = None, None
     with contextlib.ExitStack() as stack:
-        stack.enter_context(preserved_state(model, modules=[m for _, m in firsts]))  # also forks the RNG: dropout leaves the user's stream alone
+        # preserved_state also forks the RNG: dropout leaves the user's stream alone
+        stack.enter_context(preserved_state(model, modules=[m for _, m in firsts]))
         model.train(training)
         stack.enter_context(torch.set_grad_enabled(grad))
         if record:

@@ -101,7 +101,8 @@ def plan(items: list[tuple[int, tuple[int, ...]]]) -> list[list[_Piece]]:
 
 
 class ValueComparer:
-    """``compare`` tensor pairs of two sources (anything with ``entries``/``read_into``) in bounded memory."""
+    """``compare`` tensor pairs of two sources (``entries``/``read_into``/``locate``, e.g. ``Checkpoint``) in
+    bounded memory."""
 
     def __init__(self, a, b, *, rtol: float = 0.0, atol: float = 0.0, progress: Progress | None = None):
         self.a, self.b = a, b
@@ -224,7 +225,7 @@ def _streamed(reads: list[list[_Piece]], names, dtypes) -> Iterator[list[tuple[_
                 nbytes = piece.count * dtype.itemsize
                 view = None
                 if nbytes >= MAP_MIN_BYTES:
-                    spot = getattr(source, "locate", lambda *a: None)(name, piece.start, piece.count)
+                    spot = source.locate(name, piece.start, piece.count)
                     if spot is not None and spot[1] % dtype.itemsize == 0:
                         view = maps.view(spot[0], spot[1], nbytes)
                 if view is not None:

@@ -2,8 +2,13 @@
 from __future__ import annotations
 
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Callable
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def best_of(fn: Callable[[], object], *, repeat: int = 5, warmup: int = 1) -> float:
@@ -31,3 +36,25 @@ def _cell(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.3g}"
     return str(value)
+
+
+PEAK = """
+import atexit
+def _peak():
+    with open("/proc/self/status") as f:
+        print("VmHWM", next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")))
+atexit.register(_peak)
+"""
+
+
+def run(code: str, *args: str) -> tuple[float, float, str]:
+    """(wall seconds, peak RSS MiB, stdout) of ``python -c code args`` in a fresh process."""
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", PEAK + code, *args], cwd=REPO, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode not in (0, 1):
+        raise RuntimeError(f"benchmark step failed: {proc.stderr[-500:]}")
+    lines = proc.stdout.strip().splitlines()
+    peak = next(int(line.split()[1]) for line in reversed(lines) if line.startswith("VmHWM"))
+    out = "\n".join(line for line in lines if not line.startswith("VmHWM"))
+    return wall, peak / 1024, out

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import gc
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import modscope  # noqa: E402
+from bench.common import run  # noqa: E402
 from modscope.forward import analyse_forward  # noqa: E402
 
 ZOO = ("resnet50", "vit_b_16", "efficientnet_b0", "convnext_tiny")
@@ -139,8 +139,8 @@ def decoder(rounds: int) -> list[str]:
     summary = best_of({"s": lambda: modscope.summary(model, inputs=ids, device="meta")}, 1)["s"]
     rss_mb, wall = _peak_rss(DECODER_CMD)
     torch_mb, _ = _peak_rss([sys.executable, "-c", "import torch"])
-    torch_inside_mb = _inside_peak("import torch")
-    kernels_mb = _inside_peak(TORCH_META_KERNELS)
+    torch_inside_mb = run("import torch")[1]  # peak read inside the process (VmHWM) as it ends
+    kernels_mb = run(TORCH_META_KERNELS)[1]
     return [
         f"Decoder: {params / 1e9:.1f}B parameters, built on meta in {built:.2f} s.",
         "",
@@ -182,13 +182,6 @@ def _peak_rss(cmd: list[str]) -> tuple[float, float]:
     if code != "0":
         raise RuntimeError(f"{' '.join(cmd)} failed: {' '.join(err)}")
     return int(kib) / 1024, float(wall)
-
-
-def _inside_peak(code: str) -> float:
-    """Peak resident memory (MB) of ``python -c code`` read from inside the process (VmHWM) as it ends."""
-    peak = "print(next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM:')))"
-    out = subprocess.run([sys.executable, "-c", f"{code}\n{peak}"], cwd=REPO, capture_output=True, text=True, check=True)
-    return int(out.stdout.split()[-1]) / 1024
 
 
 def _ms(seconds: float) -> str:

@@ -63,7 +63,6 @@ def best_of(contenders: dict, rounds: int) -> dict[str, float]:
 def zoo(rounds: int) -> list[str]:
     import torchinfo
     import torchvision
-    from torch.utils.flop_counter import FlopCounterMode
 
     lines = [
         "| model | plain | FlopCounterMode | torchinfo | modscope, FLOPs | modscope, no FLOPs | "
@@ -75,19 +74,9 @@ def zoo(rounds: int) -> list[str]:
         x = torch.randn(1, 3, 224, 224)
         static = modscope.summary(model)
         kwargs = dict(parameters=static.parameters, buffers=static.buffers, memory=False)
-
-        def plain():
-            with torch.no_grad():
-                model(x)
-
-        def flop_counter():
-            with torch.no_grad(), FlopCounterMode(display=False):
-                model(x)
-
         t = best_of(
             {
-                "plain": plain,
-                "fcm": flop_counter,
+                **_baselines(model, x),
                 "torchinfo": lambda: torchinfo.summary(model, input_data=x, verbose=0),
                 "flops": lambda: analyse_forward(model, x, **kwargs),
                 "noflops": lambda: analyse_forward(model, x, flops=False, **kwargs),
@@ -104,9 +93,23 @@ def zoo(rounds: int) -> list[str]:
     return lines
 
 
+def _baselines(model, x) -> dict:
+    """The plain forward and the forward under FlopCounterMode alone, both under no_grad."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def plain():
+        with torch.no_grad():
+            model(x)
+
+    def flop_counter():
+        with torch.no_grad(), FlopCounterMode(display=False):
+            model(x)
+
+    return {"plain": plain, "fcm": flop_counter}
+
+
 def decoder(rounds: int) -> list[str]:
     import torchinfo
-    from torch.utils.flop_counter import FlopCounterMode
 
     from bench.decoder import decoder_59b
 
@@ -116,18 +119,9 @@ def decoder(rounds: int) -> list[str]:
     built = time.process_time() - started
     ids = torch.randint(0, 32000, (1, 4096), device="meta")
     params = sum(p.numel() for p in model.parameters())
-    def plain():
-        with torch.no_grad():
-            model(ids)
-
-    def flop_counter():
-        with torch.no_grad(), FlopCounterMode(display=False):
-            model(ids)
-
     t = best_of(
         {
-            "plain": plain,
-            "fcm": flop_counter,
+            **_baselines(model, ids),
             "torchinfo": lambda: torchinfo.summary(model, input_data=ids, device="meta", verbose=0),
             "shapes_flops": lambda: analyse_forward(model, ids, parameters=(), buffers=(), device="meta", memory=False),
             "shapes": lambda: analyse_forward(

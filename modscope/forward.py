@@ -145,7 +145,7 @@ class _Runner:
         while True:
             result = run_pass(
                 self.model, self.inputs, training=train_mode, grad=train_mode, flops=flops,
-                record=self.hookable, peak=peak, extra=self._extra(saved),
+                record=self.hookable, peak=peak, reuse_meta=self.on_meta, extra=self._extra(saved),
             )
             if not self._should_fall_back(result):
                 return result
@@ -177,7 +177,7 @@ class _Runner:
             saved = SavedTensors(self.model)
             measured = run_pass(
                 self.model, self.inputs, training=training, grad=True, flops=False, record=False,
-                extra=self._extra(saved),
+                reuse_meta=self.on_meta, extra=self._extra(saved),
             )
             if measured.error is None:
                 note = None

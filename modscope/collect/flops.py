@@ -12,6 +12,10 @@ decompose them, which always returns NotImplemented for such ops. Both are guard
 internals differ, the stock ``FlopCounterMode`` runs unchanged. Each op is looked up once (by identity, not
 by hashing it on every call), and a formula that sees only shapes is evaluated once per distinct set of
 shapes: the 80 identical blocks of a decoder cost one evaluation per matmul shape, not 80.
+
+``FlopCounter(reuse_meta=True)`` (meta passes) also answers repeated functional ops on meta tensors from a
+``MetaResultCache`` (``collect/meta_cache.py``): the counter's dispatch mode is the one place every op passes
+through, and a second Python mode would cost a second dispatch per op.
 """
 from __future__ import annotations
 
@@ -22,6 +26,8 @@ from typing import Iterator
 import torch
 from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
+
+from modscope.collect.meta_cache import MetaResultCache, can_cache
 
 #: False on a torch whose FlopCounterMode routes counting differently; reports then say "unknown".
 CAN_LIST_UNCOUNTED = callable(getattr(FlopCounterMode, "_count_flops", None))
@@ -53,12 +59,13 @@ class _Tracker:
 class _Op:
     """What the counter learnt about one op overload on its first call."""
 
-    __slots__ = ("func", "packet", "direct", "formula", "by_shape", "calls")
+    __slots__ = ("func", "packet", "direct", "reusable", "formula", "by_shape", "calls")
 
-    def __init__(self, func, formula, direct: bool):
+    def __init__(self, func, formula, direct: bool, reusable: bool):
         self.func = func  # kept alive, so the id() it is filed under stays its own
         self.packet = getattr(func, "_overloadpacket", func)
         self.direct = direct
+        self.reusable = reusable  # results on meta may come from the pass's MetaResultCache
         self.formula = formula
         # Formulas registered without get_raw see only shapes: their results can be reused for equal shapes.
         self.by_shape: dict | None = {} if getattr(formula, "__code__", None) is _SHAPE_FORMULA else None
@@ -83,7 +90,8 @@ if _Inner is not None:
 
     class _Dispatch(_Inner):
         """``_FlopCounterMode`` that runs ops with nothing to decompose directly (same counts, fewer mode
-        switches) and looks each op up once, by identity, instead of hashing it on every call."""
+        switches), looks each op up once, by identity, instead of hashing it on every call, and on meta
+        hands reusable ops to the counter's cache."""
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             counter = self.counter
@@ -92,11 +100,10 @@ if _Inner is not None:
                 op = counter.learn(func)
             if not op.direct:
                 return super().__torch_dispatch__(func, types, args, kwargs)
+            if op.reusable:
+                return counter.reuse(op, args, kwargs)
             out = func(*args, **kwargs) if kwargs else func(*args)
-            if op.formula is not None:
-                counter.add(op, out, args, kwargs)
-            elif counter.listing:
-                op.calls += 1
+            counter.count(op, out, args, kwargs)
             return out
 
 
@@ -119,9 +126,11 @@ class FlopCounter(FlopCounterMode):
     >>> counter.get_total_flops(), counter.uncounted_ops()
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, reuse_meta: bool = False) -> None:
         super().__init__(display=False, depth=None)
         self.ops: dict[int, _Op] = {}
+        self.reuse_meta = reuse_meta
+        self.meta_cache: MetaResultCache | None = None
         self.uncounted: Counter = Counter()  # ops that reached _count_flops (the stock mode's route)
         self.listing = True
         if hasattr(self, "mod_tracker"):
@@ -133,6 +142,7 @@ class FlopCounter(FlopCounterMode):
         if _Inner is None or not hasattr(self, "mode"):
             return super().__enter__()
         self.flop_counts.clear()
+        self.meta_cache = MetaResultCache() if self.reuse_meta else None
         self.mod_tracker.__enter__()
         self.mode = _Dispatch(self)
         self.mode.__enter__()
@@ -140,11 +150,38 @@ class FlopCounter(FlopCounterMode):
 
     def learn(self, func) -> _Op:
         packet = getattr(func, "_overloadpacket", None)
-        op = self.ops[id(func)] = _Op(func, self.flop_registry.get(packet), _runs_directly(func))
+        direct = _runs_directly(func)
+        reusable = direct and self.meta_cache is not None and can_cache(func)
+        op = self.ops[id(func)] = _Op(func, self.flop_registry.get(packet), direct, reusable)
         return op
 
-    def add(self, op: _Op, out, args, kwargs) -> None:
-        """Count one call of an op that has a formula."""
+    def count(self, op: _Op, out, args, kwargs) -> None:
+        """Count one call that ran."""
+        self._add(op, self._flops(op, out, args, kwargs) if op.formula is not None else 0)
+
+    def _add(self, op: _Op, flops: int) -> None:
+        if op.formula is not None:
+            self.flop_counts["Global"][op.packet] += flops
+        elif self.listing:
+            op.calls += 1
+
+    def reuse(self, op: _Op, args, kwargs):
+        """Run and count one call of a reusable op: from the meta cache when an identical call was seen."""
+        cache = self.meta_cache
+        key = cache.key(id(op.func), args, kwargs)
+        entry = cache.entries.get(key) if key is not None else None
+        if entry is None or entry.outputs is None:
+            out = op.func(*args, **kwargs) if kwargs else op.func(*args)
+            flops = self._flops(op, out, args, kwargs) if op.formula is not None else 0
+            if key is not None and entry is None:
+                cache.remember(key, args, kwargs, out, flops)
+        else:
+            out, flops = cache.replay(entry), entry.flops
+        self._add(op, flops)
+        return out
+
+    def _flops(self, op: _Op, out, args, kwargs) -> int:
+        """The op's formula on this call (evaluated once per distinct set of shapes for shape formulas)."""
         key = flops = None
         if op.by_shape is not None:
             try:
@@ -156,7 +193,7 @@ class FlopCounter(FlopCounterMode):
             flops = op.formula(*args, **(kwargs or {}), out_val=out)
             if key is not None:
                 op.by_shape[key] = flops
-        self.flop_counts["Global"][op.packet] += flops
+        return flops
 
     def get_total_flops(self) -> int:
         # .get, not [...]: creating the "Global" entry before a torch.cond would make the branches share it

@@ -162,6 +162,7 @@ def run_pass(
     flops: bool = True,
     record: bool = True,
     peak: bool = True,
+    reuse_meta: bool = False,
     extra: Callable[[FlopCounter | None], contextlib.AbstractContextManager] | None = None,
 ) -> PassResult:
     """Call ``model`` once on ``inputs`` and record what every module did; never raises for the model's errors.
@@ -169,10 +170,12 @@ def run_pass(
     ``training``/``grad``: train mode and autograd during the pass (eval and no_grad by default).
     ``extra``: a context manager factory entered inside the pass (saved-tensor hooks, meta fallbacks); it is
     given the pass's FlopCounter (or None). ``peak``: measure ``peak_call_bytes`` (0 when off).
+    ``reuse_meta``: answer repeated meta-tensor ops from a cache (``modscope.collect.meta_cache``); the
+    FlopCounter's dispatch mode does that, so it runs even when FLOPs are not asked for.
     """
     firsts = [(v.name, v.module) for v in visits(model) if v.first]
-    counter = FlopCounter() if flops else None
-    recorder = _Recorder([name for name, _ in firsts], counter, peak)
+    counter = FlopCounter(reuse_meta=reuse_meta) if flops or reuse_meta else None
+    recorder = _Recorder([name for name, _ in firsts], counter if flops else None, peak)
     output, error = None, None
     with contextlib.ExitStack() as stack:
         # preserved_state also forks the RNG: dropout leaves the user's stream alone
@@ -203,8 +206,8 @@ def run_pass(
         error=error,
         failure=failure,
         failing_module=failing,
-        flops_total=counter.get_total_flops() if counter is not None else None,
-        uncounted_ops=counter.uncounted_ops() if counter is not None else None,
+        flops_total=counter.get_total_flops() if flops else None,
+        uncounted_ops=counter.uncounted_ops() if flops else None,
         peak_call_bytes=max(recorder.peak, _whole_call_bytes(inputs, output) if error is None and peak else 0),
         never_called=never_called(firsts, recorder.stats) if error is None and record else [],
     )

@@ -1,0 +1,195 @@
+"""Repeated meta-device ops answered from a per-pass cache: the same results as running every op."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+from bench.decoder import Decoder
+from examples import catalog
+from modscope.collect.flops import FlopCounter
+from modscope.collect.forward import run_pass
+from modscope.collect.memory import SavedTensors
+from modscope.collect.meta import meta_copy
+from modscope.collect.meta_cache import MetaResultCache, can_cache
+from modscope.inputs import build_inputs
+
+aten = torch.ops.aten
+
+
+def meta(*shape, **kwargs):
+    return torch.empty(*shape, device="meta", **kwargs)
+
+
+@pytest.mark.parametrize(
+    "op, expected",
+    [
+        (aten.add.Tensor, True),
+        (aten.mm.default, True),
+        (aten.native_layer_norm.default, True),
+        (aten.view.default, False),  # its result aliases the input
+        (aten.add_.Tensor, False),  # writes its input
+        (aten.add.out, False),  # writes out=
+        (aten.bernoulli.default, False),  # random
+        (aten.nonzero.default, False),  # output shape depends on values
+        (aten.split.Tensor, False),  # returns views, as a list
+    ],
+    ids=str,
+)
+def test_only_functional_ops_returning_tensors_are_cached(op, expected):
+    assert can_cache(op) is expected
+
+
+def test_the_key_holds_everything_a_meta_kernel_can_see():
+    cache = MetaResultCache()
+    x = meta(4, 6)
+    key = cache.key(1, (x, 2), None)
+    assert key is not None and key == cache.key(1, (meta(4, 6), 2), None)
+    different = [
+        cache.key(2, (x, 2), None),  # another op
+        cache.key(1, (meta(6, 4).t(), 2), None),  # same shape, other strides
+        cache.key(1, (meta(4, 6, dtype=torch.float16), 2), None),
+        cache.key(1, (meta(4, 6, requires_grad=True), 2), None),
+        cache.key(1, (x, True), None),  # True == 1 == 1.0, but not to a kernel
+        cache.key(1, (x, 2.0), None),
+        cache.key(1, (x, 2), {"alpha": 2}),
+        cache.key(1, (meta(10, 6)[4:8], 2), None),  # storage offset
+    ]
+    with torch.no_grad():
+        different.append(cache.key(1, (x, 2), None))
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        different.append(cache.key(1, (x, 2), None))
+    finally:
+        torch.set_default_dtype(previous)
+    assert None not in different and len({key, *different}) == len(different) + 1
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        (torch.empty(2, 3), 1),  # a real tensor: values matter
+        (meta(2, 3), object()),  # an argument the key cannot describe
+        (torch.sparse_coo_tensor(torch.zeros(2, 0, dtype=torch.long), torch.zeros(0), (2, 3), check_invariants=True).to("meta"), 1),
+    ],
+    ids=["cpu", "object", "sparse"],
+)
+def test_calls_the_key_cannot_describe_are_not_cached(args):
+    assert MetaResultCache().key(1, args, None) is None
+
+
+def test_a_remembered_result_is_replayed_with_the_same_metadata_in_fresh_storage():
+    cache = MetaResultCache()
+    x, w, b = meta(2, 8, 16).transpose(0, 1), meta(16), meta(16)
+    out = aten.native_layer_norm.default(x, [16], w, b, 1e-5)
+    key = cache.key(7, (x, [16], w, b, 1e-5), None)
+    cache.remember(key, (x, [16], w, b, 1e-5), None, out, 0)
+    replayed = cache.replay(cache.entries[key])
+    assert type(replayed) is tuple and len(replayed) == 3
+    for got, want in zip(replayed, out):
+        assert (got.shape, got.stride(), got.dtype, got.is_meta) == (want.shape, want.stride(), want.dtype, True)
+        assert got.untyped_storage().nbytes() == want.untyped_storage().nbytes()
+        assert got.untyped_storage()._cdata != want.untyped_storage()._cdata
+    assert cache.reused == 1
+
+
+@pytest.mark.parametrize(
+    "make_out",
+    [
+        lambda x: torch.empty(2, 3),  # not on meta
+        lambda x: x,  # the input itself
+        lambda x: meta(10)[2:8],  # a view with an offset into a larger storage
+        lambda x: meta(0).set_(meta(100).untyped_storage(), 0, (2, 3), (3, 1)),  # a storage larger than needed
+        lambda x: [meta(2), meta(2)],  # a list
+    ],
+    ids=["cpu", "input", "view", "padded", "list"],
+)
+def test_results_that_cannot_be_reproduced_exactly_are_run_for_real(make_out):
+    cache = MetaResultCache()
+    x = meta(2, 3)
+    key = cache.key(1, (x,), None)
+    cache.remember(key, (x,), None, make_out(x), 0)
+    assert cache.entries[key].outputs is None
+
+
+class DefaultDtypeAndGradMode(nn.Module):
+    """Makes the same factory call under two default dtypes, and the same op with and without grad mode."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(3))
+
+    def forward(self, x):
+        first = torch.ones(3, device=x.device)
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(torch.float64)
+        try:
+            second = torch.ones(3, device=x.device)
+        finally:
+            torch.set_default_dtype(previous)
+        with torch.enable_grad():
+            tracked = x * self.scale
+        return first, second, x * self.scale, tracked
+
+
+def test_global_state_that_changes_inside_a_forward_is_followed():
+    model = meta_copy(DefaultDtypeAndGradMode())
+    with torch.no_grad(), FlopCounter(reuse_meta=True) as counter:
+        first, second, untracked, tracked = model(meta(3))
+    assert (first.dtype, second.dtype) == (torch.float32, torch.float64)
+    assert tracked.requires_grad and not untracked.requires_grad
+    assert counter.meta_cache.entries, "the cache was in use"
+
+
+def test_repeated_blocks_are_answered_from_the_cache():
+    def cache_after(layers: int) -> MetaResultCache:
+        with torch.device("meta"):
+            model = Decoder(vocab=100, d_model=32, n_layers=layers, n_heads=4, d_ff=64)
+        with torch.no_grad(), FlopCounter(reuse_meta=True) as counter:
+            model(torch.zeros(1, 16, dtype=torch.long, device="meta"))
+        return counter.meta_cache
+
+    two, four = cache_after(2), cache_after(4)
+    assert len(four.entries) == len(two.entries), "blocks 3 and 4 add nothing new"
+    per_block = (four.reused - two.reused) // 2
+    assert per_block >= 10 and four.reused == two.reused + 2 * per_block
+
+
+def _pass(model, inputs, reuse: bool, **kwargs):
+    result = run_pass(model, inputs, reuse_meta=reuse, peak=True, **kwargs)
+    return (
+        result.modules, result.inputs, result.flops_total, result.uncounted_ops, result.peak_call_bytes,
+        result.never_called, result.failure,
+    )
+
+
+def _saved(model, inputs, reuse: bool):
+    saved = SavedTensors(model)
+    run_pass(model, inputs, training=True, grad=True, flops=False, record=False, reuse_meta=reuse,
+             extra=lambda counter: saved.hooks())
+    return dict(saved.by_dtype)
+
+
+EXAMPLES = [e for e in catalog.EXAMPLES if "needs_torchvision" not in e.notes]
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda e: e.name)
+def test_every_example_records_the_same_with_and_without_the_cache(example):
+    model = meta_copy(example.build())
+    inputs = build_inputs(example.inputs, [f"{k}={v}" for k, v in example.kwargs]).to("meta")
+    assert _pass(model, inputs, True) == _pass(model, inputs, False)
+    assert _pass(model, inputs, True, training=True, grad=True) == _pass(model, inputs, False, training=True, grad=True)
+    if "data_dependent" not in example.notes:
+        assert _saved(model, inputs, True) == _saved(model, inputs, False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small", "efficientnet_b0", "vit_b_16", "convnext_tiny"])
+def test_torchvision_models_record_the_same_with_and_without_the_cache(name):
+    torchvision = pytest.importorskip("torchvision")
+    with torch.device("meta"):
+        model = getattr(torchvision.models, name)(weights=None)
+    inputs = build_inputs(["2,3,224,224"]).to("meta")
+    assert _pass(model, inputs, True) == _pass(model, inputs, False)
+    assert _saved(model, inputs, True) == _saved(model, inputs, False)

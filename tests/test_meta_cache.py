@@ -113,6 +113,15 @@ def test_results_that_cannot_be_reproduced_exactly_are_run_for_real(make_out):
     assert cache.entries[key].outputs is None
 
 
+def test_an_op_whose_result_aliases_its_input_is_run_for_real_from_then_on():
+    x = meta(4, 6)
+    with torch.no_grad(), FlopCounter(reuse_meta=True) as counter:
+        aten._unsafe_view.default(x, [24])  # its schema promises a fresh tensor; it returns a view
+        second = aten._unsafe_view.default(x, [24])
+    assert second.untyped_storage()._cdata == x.untyped_storage()._cdata
+    assert not counter.ops[id(aten._unsafe_view.default)].reusable and counter.meta_cache.reused == 0
+
+
 class DefaultDtypeAndGradMode(nn.Module):
     """Makes the same factory call under two default dtypes, and the same op with and without grad mode."""
 

@@ -173,8 +173,8 @@ class FlopCounter(FlopCounterMode):
         if entry is None or entry.outputs is None:
             out = op.func(*args, **kwargs) if kwargs else op.func(*args)
             flops = self._flops(op, out, args, kwargs) if op.formula is not None else 0
-            if key is not None and entry is None:
-                cache.remember(key, args, kwargs, out, flops)
+            if key is not None and entry is None and not cache.remember(key, args, kwargs, out, flops):
+                op.reusable = False  # one result it could not reproduce: stop keying this op's calls
         else:
             out, flops = cache.replay(entry), entry.flops
         self._add(op, flops)

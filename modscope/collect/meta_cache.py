@@ -2,8 +2,9 @@
 
 A meta tensor has a shape, strides and a dtype but no values, so what a functional op returns on meta is
 decided by its arguments' metadata and its non-tensor arguments alone. Many of torch's meta kernels are
-Python (``torch._refs``, ``torch._meta_registrations``) and cost 50-250 us per call; a repeated call is
-answered here by allocating empty meta tensors with the remembered metadata (a few us). FakeTensorMode
+Python (``torch._refs``, ``torch._meta_registrations``): 0.16 ms an add, 1.3 ms a layer norm, 2.8 ms causal
+attention on a large decoder's shapes. A repeated call is answered here by allocating empty meta tensors
+with the remembered metadata (about 1 us each). FakeTensorMode
 keeps a cache on the same principle.
 
 An op is answered from the cache only when everything it could depend on is in the key, and the first
@@ -100,10 +101,12 @@ class MetaResultCache:
         made = [torch.empty_strided(shape, stride, dtype=dtype, device="meta") for shape, stride, dtype in entry.outputs]
         return tuple(made) if entry.as_tuple else made[0]
 
-    def remember(self, key: tuple, args: tuple, kwargs: dict | None, out, flops: int) -> None:
-        """File the first call's result under ``key``: reproducible, or "run it for real" when not."""
+    def remember(self, key: tuple, args: tuple, kwargs: dict | None, out, flops: int) -> bool:
+        """File the first call's result under ``key``; False (and "run it for real") when it is not
+        reproducible, e.g. ``_unsafe_view``, whose schema promises a fresh tensor but which returns a view."""
         outputs = _reproducible(out, args, kwargs)
         self.entries[key] = Entry(outputs, isinstance(out, tuple), flops) if outputs is not None else Entry(None)
+        return outputs is not None
 
 
 def _reproducible(out, args: tuple, kwargs: dict | None) -> tuple | None:

@@ -52,6 +52,11 @@ def preserved_state(
     if modules is None:
         modules = [v.module for v in visits(model) if v.first]
     modes = [(m, m.training) for m in modules]
+    # model.to()/.double() put *new* tensor objects into _buffers (and into _parameters when torch is set to
+    # overwrite parameters on conversion): the tables are put back as they were, so the user's objects and
+    # ties between modules survive a move for the pass.
+    # (TorchScript modules expose read-through wrappers instead of dicts; .to() keeps their objects.)
+    tables = [(t, dict(t)) for m in modules for t in (m._parameters, m._buffers) if isinstance(t, dict)]
     hook_keys = [(m, name, set(getattr(m, name, {}).keys())) for m in modules for name in _HOOK_TABLES]
     tensors: dict[int, _TensorState] = {}
     for m in modules:
@@ -70,6 +75,10 @@ def preserved_state(
     finally:
         for m, training in modes:
             m.training = training
+        for table, saved in tables:
+            if len(table) != len(saved) or any(table.get(k) is not v for k, v in saved.items()):
+                table.clear()
+                table.update(saved)
         for m, name, keys in hook_keys:
             table = getattr(m, name, None)
             if table is not None:
@@ -83,11 +92,12 @@ def _restore_tensor(state: _TensorState) -> None:
     t = state.tensor
     if t.is_leaf and t.requires_grad != state.requires_grad:
         t.requires_grad_(state.requires_grad)
-    if t.grad is not state.grad:
-        t.grad = state.grad
     if t.device != state.device or t.dtype != state.dtype:
+        t.grad = None  # a gradient made on the pass's device/dtype cannot stay while the tensor moves back
         with torch.no_grad():
             t.data = t.data.to(device=state.device, dtype=state.dtype)
+    if t.grad is not state.grad:
+        t.grad = state.grad
     if state.value is not None and t.shape == state.value.shape:
         with torch.no_grad():
             t.copy_(state.value)

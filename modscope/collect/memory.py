@@ -84,13 +84,16 @@ class SavedTensors:
 def reached_parameters(output: Any) -> set[int]:
     """ids of the leaf tensors (parameters) that backward from ``output`` would give a gradient."""
     stack = [t.grad_fn for t in iter_tensors(output) if t.grad_fn is not None]
-    seen: set[int] = set()
+    # The nodes are kept, not just their ids: torch may hand out a fresh Python wrapper for a graph node on
+    # each access and free it when unused, so a dropped wrapper's id can come back for another node (torch
+    # 2.11 did: every parameter before the first branch was reported unused).
+    seen: dict[int, Any] = {}
     reached: set[int] = set()
     while stack:
         node = stack.pop()
         if node is None or id(node) in seen:
             continue
-        seen.add(id(node))
+        seen[id(node)] = node
         variable = getattr(node, "variable", None)  # AccumulateGrad nodes hold their leaf
         if variable is not None:
             reached.add(id(variable))

@@ -8,9 +8,12 @@ builds and shards the model on a device mesh over every rank. Run them with::
     torchrun --nproc-per-node 2 -m modscope audit examples/sharded.py:forgot_the_root --json
     modscope summary examples/sharded.py:fsdp_mlp --distributed        # a one-process world, no launcher
 
-On CPU the meshes use gloo; with CUDA, NCCL on the local GPU of each rank.
+On CPU the meshes use gloo; with a GPU for every local rank, NCCL on the local GPU of each rank (with fewer
+GPUs than ranks, NCCL cannot run, so everything stays on CPU).
 """
 from __future__ import annotations
+
+import os
 
 import torch
 import torch.distributed as dist
@@ -21,13 +24,19 @@ def _mesh(shape: tuple[int, ...] | None = None, names: tuple[str, ...] | None = 
     from torch.distributed.device_mesh import init_device_mesh
 
     if not dist.is_initialized():
-        dist.init_process_group("cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+        dist.init_process_group("cpu:gloo,cuda:nccl" if _on_gpus() else "gloo")
+    device = "cuda" if _on_gpus() else "cpu"
     return init_device_mesh(device, shape or (dist.get_world_size(),), mesh_dim_names=names)
 
 
+def _on_gpus() -> bool:
+    """One GPU per local rank (NCCL cannot put two ranks on one GPU); otherwise everything stays on CPU."""
+    ranks = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+    return torch.cuda.is_available() and torch.cuda.device_count() >= ranks
+
+
 def _device() -> torch.device:
-    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    return torch.device("cuda", torch.cuda.current_device()) if _on_gpus() else torch.device("cpu")
 
 
 class Block(nn.Module):

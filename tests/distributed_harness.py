@@ -50,6 +50,7 @@ def job_env(extra: dict | None = None) -> dict:
         NO_COLOR="1",
         PYTHONPATH=os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p),
         TORCH_CPP_LOG_LEVEL="ERROR",
+        CUDA_VISIBLE_DEVICES="",  # the jobs are gloo on CPU, also on a machine with GPUs (fewer GPUs than ranks)
     )
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID"):
         env.pop(var, None)  # a test run inside a launched job must not inherit its rendezvous

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 from io import StringIO
 
 import pytest
@@ -24,9 +25,13 @@ class VirtualClock:
 
     name = "virtual"
     resolution_ns = 1.0
+    holds = False
 
     def mark(self) -> int:
         return tm.VIRTUAL_NS[0]
+
+    def hold(self, ns: float) -> None:
+        pass
 
     def reset(self) -> None:
         pass
@@ -46,6 +51,98 @@ def virtual(monkeypatch):
     monkeypatch.setattr(tm, "VIRTUAL_NS", [0])
     monkeypatch.setattr(timing, "clock_for", lambda device: VirtualClock())
     return modscope.time_layers
+
+
+class HoldingClock(VirtualClock):
+    """A virtual clock that can hold the GPU back (as CUDA events can): records every hold asked for."""
+
+    holds = True
+
+    SLACK_NS = 50_000_000  # each wait lasts this much longer than asked, as on a GPU whose clock slowed down
+
+    def __init__(self):
+        self.holds_asked: list[float] = []
+        self.waited: list[int] = []
+        self.rescaled: list[float] = []
+
+    def hold(self, ns: float) -> None:
+        self.holds_asked.append(ns)
+        self.waited.append(round(ns) + self.SLACK_NS)
+        tm.VIRTUAL_NS[0] += self.waited[-1]  # the wait passes on the (virtual) GPU timeline
+
+    def rescale(self, factor: float) -> None:
+        self.rescaled.append(factor)
+
+
+class WaitsForTheGpu(nn.Module):
+    """Its forward takes as long as the last wait plus 5 ms of real time, like a forward calling .item(),
+    which waits until the GPU has finished everything queued so far, the wait included."""
+
+    def __init__(self, clock: HoldingClock):
+        super().__init__()
+        self.clock, self.fc = clock, nn.Linear(8, 2)
+
+    def forward(self, x):
+        waited = self.clock.waited[-1] if self.clock.waited else 0
+        time.sleep((waited + 5e6) / 1e9)
+        return self.fc(x)
+
+
+def _holding(monkeypatch) -> HoldingClock:
+    import modscope.collect.timing as timing
+
+    clock = HoldingClock()
+    monkeypatch.setattr(tm, "VIRTUAL_NS", [0])
+    monkeypatch.setattr(timing, "clock_for", lambda device: clock)
+    return clock
+
+
+def test_iterations_are_queued_behind_a_hold_sized_from_the_last_one(monkeypatch):
+    clock = _holding(monkeypatch)
+    report = modscope.time_layers(tm.KnownTimes(), torch.randn(2, 8), backward=True, warmup=1, repeat=3)
+    from modscope.collect.clocks import FIRST_HOLD_NS
+
+    # forward and backward of the bare and the hooked iteration: nothing measured yet
+    assert clock.holds_asked[:4] == [FIRST_HOLD_NS] * 4
+    assert len(clock.holds_asked) == 2 * 2 * (1 + 3)
+    assert all(1e6 < ns != FIRST_HOLD_NS for ns in clock.holds_asked[4:])  # 2 x the queuing measured + 1 ms
+    assert report.forward.queued_ahead == report.backward.queued_ahead == 1.0
+    # every wait came out SLACK_NS longer than asked: the sleep rate is corrected down, once per iteration
+    assert len(clock.rescaled) == 2 * (1 + 3) and all(0 < f < 1 for f in clock.rescaled)
+    first = clock.holds_asked[:2]  # the bare iteration's forward and backward waits
+    assert clock.rescaled[0] == pytest.approx(sum(first) / (sum(first) + 2 * HoldingClock.SLACK_NS))
+    # the waits are not in the layer times: exactly the spun times, as without holding
+    assert report.layer("slow").forward_self.median == 20 * MS and report.layer("fast").backward_self.median == 25 * MS
+    assert report.to_dict()["backward"]["queued_ahead"] == 1.0
+
+
+def test_long_passes_get_waits_in_the_middle_that_no_span_counts(monkeypatch):
+    from modscope.collect.clocks import SEGMENT_MARKS
+
+    clock = _holding(monkeypatch)
+    model = nn.Sequential(nn.Linear(8, 8), *(tm.Spin(1, 2) for _ in range(100)))  # > SEGMENT_MARKS marks each way
+    report = modscope.time_layers(model, torch.randn(2, 8), backward=True, warmup=0, repeat=2)
+    per_iteration = len(clock.holds_asked) / 2
+    # bare: one wait per pass; hooked: one per pass plus one per SEGMENT_MARKS marks (2 per module each way)
+    assert 2 * 101 > SEGMENT_MARKS and per_iteration > 4
+    for layer in report.layers:
+        if layer.type == "Spin":
+            assert (layer.forward_self.median, layer.backward_self.median) == (1 * MS, 2 * MS), layer.name
+    root = report.layer("")
+    assert (root.forward_total.median, root.backward_total.median) == (100 * MS, 200 * MS)
+    assert report.forward.hooked.median == report.forward.bare.median == 100 * MS
+    assert report.backward.hooked.median == 200 * MS
+
+
+def test_holding_stops_when_the_cpu_waits_for_the_gpu_inside_an_iteration(monkeypatch):
+    clock = _holding(monkeypatch)
+    report = modscope.time_layers(WaitsForTheGpu(clock), torch.randn(2, 8), warmup=2, repeat=2)
+    assert len(clock.holds_asked) == 4  # each forward (no backward here) ran out twice, then ran without a hold
+    assert report.forward.queued_ahead == 0.0 and report.backward is None
+
+
+def test_cpu_clock_reports_no_holding(virtual):
+    assert virtual(tm.KnownTimes(), torch.randn(2, 8), warmup=0, repeat=1).forward.queued_ahead is None
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +269,8 @@ def test_json_and_view(known, virtual):
     doc = json.loads(dumps(known))
     assert doc["schema"] == "modscope.time/1"
     assert doc["clock"] == "perf_counter_ns" and doc["repeat"] == 5 and doc["warmup"] == 1
-    assert set(doc["forward"]) == {"bare", "hooked", "layer_sum_ns", "coverage"}
+    assert set(doc["forward"]) == {"bare", "hooked", "layer_sum_ns", "coverage", "queued_ahead"}
+    assert doc["forward"]["queued_ahead"] is None  # CPU: nothing to hold back
     slow = next(t for t in doc["layers"] if t["name"] == "slow")
     assert set(slow["forward"]) == {"self", "total", "share"}
     assert set(slow["forward"]["self"]) == {"median_ns", "p90_ns"}
@@ -204,15 +302,36 @@ def test_cuda_events_one_sync_per_iteration(monkeypatch):
                                   repeat=5)
     assert_unchanged(model, before)
     iterations = 2 + 5 + 2 + 5  # bare warm-up and repeats, hooked warm-up and repeats
-    assert len(calls) == iterations + 50  # plus the clock's resolution probe
+    assert len(calls) == iterations + 1 + 50  # plus the hold's calibration and the clock's resolution probe
     assert report.clock == "cuda_event" and report.device.startswith("cuda")
     assert report.resolution_ns >= 500
     assert report.layer("layer1.0.conv1").forward_self.median > 0
-    assert 0.5 < report.forward.coverage < 2.0
+    # Held back until the forward is queued, the GPU runs its layers back to back: the per-layer times add up
+    # to the hooked pass's GPU time (without the hold: 2.4x the unhooked pass on an H200, hook time on the CPU),
+    # which is the unhooked one plus the events' own cost on the GPU (about 1.3 us each).
+    forward = report.forward
+    assert forward.queued_ahead == 1.0
+    assert 0.9 < forward.layer_sum / forward.hooked.median < 1.05 and 0.8 < forward.coverage < 1.5
+
+
+class GpuWork(nn.Module):
+    """Two matrix products, one with 64x the arithmetic of the other, plus a layer that only spins the CPU."""
+
+    def __init__(self):
+        super().__init__()
+        self.big, self.small = nn.Linear(4096, 4096), nn.Linear(4096, 64)
+        self.cpu_only = tm.Spin(20, 0)
+
+    def forward(self, x):
+        return self.small(self.cpu_only(self.big(x)))
 
 
 @cuda
 @pytest.mark.cuda
-def test_cuda_known_times_forward():
-    report = modscope.time_layers(tm.KnownTimes(), torch.randn(2, 8), device="cuda", warmup=1, repeat=3)
-    assert report.layers[0].name == "slow"
+def test_cuda_layer_times_are_gpu_work():
+    report = modscope.time_layers(GpuWork(), torch.randn(8192, 4096), device="cuda", warmup=2, repeat=5)
+    big, small, cpu_only = (report.layer(n).forward_self.median for n in ("big", "small", "cpu_only"))
+    assert report.forward.queued_ahead == 1.0
+    assert report.layers[0].name == "big" and big > 8 * small
+    # 20 ms of CPU time with no GPU work in it: on the held-back GPU it takes next to nothing
+    assert cpu_only < 1e6

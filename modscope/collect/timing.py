@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from modscope.collect.clocks import clock_for, resolve_device
+from modscope.collect.clocks import QueueAhead, clock_for, resolve_device
 from modscope.collect.structure import iter_tensors
 from modscope.collect.loss import Loss, LossKind, loss_kind, make_loss
 from modscope.collect.tensors import trainable_parameters
@@ -57,16 +57,18 @@ def time_layers(
     with preserved_state(model, rng_devices=(device,)), torch.enable_grad():
         model.to(device)
         run = _Runner(model, as_model_inputs(inputs).to(device), clock_for(device), backward, kind, target)
-        timer = _LayerTimer(model, run.clock, backward)
-        bare, hooked = [], []
+        timer = _LayerTimer(model, run.clock, backward, run.holds)
+        bare, hooked, held = [], [], []
         for i in range(warmup + repeat):  # unhooked and hooked iterations take turns: drifts hit both
             if i == warmup:
                 timer.drop_warmup()
             bare.append(run())
+            held.append(run.holds.held)
             with timer.hooks():
                 hooked.append(run(timer))
-        bare, hooked = bare[warmup:], hooked[warmup:]
-    return _report(model, name, device, run.clock, warmup, repeat, backward, bare, hooked, timer)
+            held.append(run.holds.held)
+        bare, hooked, held = bare[warmup:], hooked[warmup:], held[2 * warmup:]
+    return _report(model, name, device, run.clock, warmup, repeat, backward, bare, hooked, timer, held)
 
 
 class _Runner:
@@ -75,6 +77,7 @@ class _Runner:
     def __init__(self, model, inputs, clock, backward: bool, loss: Loss, target):
         self.model, self.inputs, self.clock = model, inputs, clock
         self.backward, self.loss, self.target = backward, loss, target
+        self.holds = QueueAhead(clock)
         self.params = [tensor for _, tensor in trainable_parameters(model)]
         if backward and not self.params:
             raise UsageError("--backward needs trainable parameters, and every parameter is frozen")
@@ -85,12 +88,18 @@ class _Runner:
         clock.reset()
         if timer is not None:
             timer.begin()
+        hooked = timer is not None
+        holds = self.holds
+        holds.begin()
+        holds.start((hooked, "forward"))
         start = clock.mark()
         try:
             output = self.inputs.call(self.model)
         except Exception as exc:
+            holds.done()
             raise ForwardError(f"the model's forward raised {type(exc).__name__}: {exc}") from exc
         middle = clock.mark()
+        holds.done()
         backward_time = None
         if self.backward:
             loss = make_loss(output, self.loss, self.target)
@@ -98,15 +107,19 @@ class _Runner:
                 raise UsageError("--backward: the model's output carries no gradient")
             if timer is not None:
                 timer.prepare_backward()
+            holds.start((hooked, "backward"))
             begin = clock.mark()
             torch.autograd.grad(loss, self.params, allow_unused=True)
             end = clock.mark()
+            holds.done()
         clock.sync()  # once per iteration
+        holds.settle()
+        since = partial(clock.since, start)
         if self.backward:
-            backward_time = clock.since(begin, end)
+            backward_time = since(end) - since(begin) - holds.held_inside(since, since(begin), since(end))
         if timer is not None:
             timer.finish(start)
-        return clock.since(start, middle), backward_time
+        return since(middle) - holds.held_inside(since, 0.0, since(middle)), backward_time
 
 
 @dataclass
@@ -131,8 +144,8 @@ class _LayerTimer:
     Node hooks live on nodes of this iteration's graph only and are freed with it.
     """
 
-    def __init__(self, model: nn.Module, clock, backward: bool):
-        self.model, self.clock, self.backward = model, clock, backward
+    def __init__(self, model: nn.Module, clock, backward: bool, holds):
+        self.model, self.clock, self.backward, self.holds = model, clock, backward, holds
         firsts = [v for v in visits(model) if v.first]
         self.modules = [(v.name, v.module) for v in firsts]
         self.types = {v.name: type(v.module).__name__ for v in firsts}
@@ -156,10 +169,10 @@ class _LayerTimer:
         self.calls.append(call)
         if self.backward and torch.is_grad_enabled():
             call.seq = (self._probe * 1).grad_fn._sequence_nr()
-        call.start = self.clock.mark()  # last, so the hook's own work is not counted
+        call.start = self._mark()  # last, so the hook's own work is not counted
 
     def _post(self, name, module, args, kwargs, output, error) -> None:
-        end = self.clock.mark()  # first, for the same reason
+        end = self._mark()  # first, for the same reason
         call = self.calls[self.open.pop()]
         call.end = end
         if call.seq >= 0 and output is not None:
@@ -176,17 +189,26 @@ class _LayerTimer:
             call.heads = []
 
     def _grad_arrived(self, call: _Call, grad_outputs) -> None:
-        call.grad_in.append(self.clock.mark())
+        call.grad_in.append(self._mark())
 
     def _node_done(self, call: _Call, grad_inputs, grad_outputs) -> None:
-        call.grad_out.append(self.clock.mark())
+        call.grad_out.append(self._mark())
+
+    def _mark(self):
+        self.holds.tick()  # on a GPU, maybe a wait for the next stretch of the pass (QueueAhead)
+        return self.clock.mark()
 
     def finish(self, start) -> None:
-        """After the iteration's sync: self/total times per module, summed over its calls."""
+        """After the iteration's sync: self/total times per module, summed over its calls, without the GPU
+        waits that fell inside them."""
         since = partial(self.clock.since, start)
-        fwd_total = [since(c.end) - since(c.start) for c in self.calls]
+
+        def span(begin: float, end: float) -> float:
+            return end - begin - self.holds.held_inside(since, begin, end)
+
+        fwd_total = [span(since(c.start), since(c.end)) for c in self.calls]
         bwd_total = [
-            max(map(since, c.grad_out)) - min(map(since, c.grad_in)) if c.grad_in and c.grad_out else None
+            span(min(map(since, c.grad_in)), max(map(since, c.grad_out))) if c.grad_in and c.grad_out else None
             for c in self.calls
         ]
         fwd_self, bwd_self = list(fwd_total), list(bwd_total)
@@ -241,7 +263,7 @@ def _stat(values: list[float]) -> TimeStat:
     return TimeStat(statistics.median(ordered), ordered[max(0, math.ceil(0.9 * len(ordered)) - 1)])
 
 
-def _report(model, name, device, clock, warmup, repeat, backward, bare, hooked, timer) -> TimingReport:
+def _report(model, name, device, clock, warmup, repeat, backward, bare, hooked, timer, held) -> TimingReport:
     layers = []
     for module, samples in timer.samples.items():
         layers.append((module, {key: _stat(values) for key, values in samples.items()}))
@@ -264,10 +286,15 @@ def _report(model, name, device, clock, warmup, repeat, backward, bare, hooked, 
             or (b_self is not None and b_self.median < clock.resolution_ns),
         ))
     rows.sort(key=lambda r: -(r.forward_self.median + (r.backward_self.median if r.backward_self else 0.0)))
-    forward = PassTiming(_stat([f for f, _ in bare]), _stat([f for f, _ in hooked]), forward_sum)
+    def share_held(name: str) -> float | None:  # held: per timed run, {pass name: queued behind a wait}
+        return sum(h[name] for h in held) / len(held) if clock.holds else None
+
+    forward = PassTiming(_stat([f for f, _ in bare]), _stat([f for f, _ in hooked]), forward_sum, share_held("forward"))
     backward_pass = None
     if backward:
-        backward_pass = PassTiming(_stat([b for _, b in bare]), _stat([b for _, b in hooked]), backward_sum)
+        backward_pass = PassTiming(
+            _stat([b for _, b in bare]), _stat([b for _, b in hooked]), backward_sum, share_held("backward")
+        )
     return TimingReport(
         model=ModelRef(type(model).__name__, name),
         device=str(device),

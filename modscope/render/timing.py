@@ -40,6 +40,12 @@ def timing_view(report: TimingReport, *, top: int | None = 20) -> Group:
     parts = [header, table, _pass_line("forward", report.forward)]
     if report.backward is not None:
         parts.append(_pass_line("backward", report.backward))
+    held = [f"{name} {p.queued_ahead:.0%}" for name, p in (("forward", report.forward), ("backward", report.backward))
+            if p is not None and p.queued_ahead is not None]
+    if held:
+        parts.append(Text(
+            f"runs queued while the GPU was held back ({', '.join(held)}): their times are the GPU's work alone; "
+            "the others also hold gaps where the GPU waited for the CPU", style="dim"))
     if any(t.below_resolution for t in shown):
         parts.append(Text("~ below the timer's resolution: treat as about zero", style="dim"))
     return Group(*parts)

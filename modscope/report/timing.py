@@ -59,6 +59,9 @@ class PassTiming:
     bare: TimeStat
     hooked: TimeStat
     layer_sum: float
+    # CUDA: share of this pass's timed runs (bare and hooked) queued entirely while the GPU was held back, whose
+    # times are the GPU's work alone, without gaps where it waited for the CPU; None on CPU
+    queued_ahead: float | None = None
 
     @property
     def coverage(self) -> float:
@@ -67,7 +70,7 @@ class PassTiming:
 
     def to_dict(self) -> dict[str, Any]:
         return {"bare": self.bare.to_dict(), "hooked": self.hooked.to_dict(), "layer_sum_ns": self.layer_sum,
-                "coverage": self.coverage}
+                "coverage": self.coverage, "queued_ahead": self.queued_ahead}
 
 
 @dataclass(frozen=True)

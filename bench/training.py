@@ -1,9 +1,11 @@
 """Training-time analyses: what watching gradients, timing layers and tracing NaN/Inf cost.
 
-Run: python -m bench.training   (a few minutes on two CPU cores)
+Run: python -m bench.training                 (a few minutes on two CPU cores)
+     python -m bench.training --device cuda   (the same on a GPU: CUDA events, batch 32)
 
-Torch runs on one thread and steps are measured in process CPU time as well as wall time: on a machine
-shared with other jobs, CPU time of a single-threaded step is what stays comparable between variants.
+On CPU, torch runs on one thread and steps are measured in process CPU time as well as wall time: on a
+machine shared with other jobs, CPU time of a single-threaded step is what stays comparable between variants.
+On CUDA, steps are wall time between two ``torch.cuda.synchronize()`` calls, and overheads are of wall time.
 
 1. watch_gradients: a resnet50 training step (CPU, batch 8), watched vs unwatched, alternating (target < 10%).
 2. time_layers: forward (and backward) with per-layer timing hooks vs the same pass without hooks.
@@ -12,8 +14,10 @@ shared with other jobs, CPU time of a single-threaded step is what stays compara
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import statistics
+import sys
 import time
 import warnings
 
@@ -22,7 +26,7 @@ import torch.nn as nn
 
 from bench.common import print_table
 
-BATCH = 8
+BATCH = {"cpu": 8, "cuda": 32}
 
 
 def _resnet50():
@@ -53,13 +57,16 @@ def _transformer() -> nn.Module:
     return Classifier()
 
 
-def _data(model_name: str):
+def _data(model_name: str, device: str):
     gen = torch.Generator().manual_seed(0)
+    n = BATCH[device]
     if model_name == "tokens":
-        return torch.randn(BATCH, 64, 256, generator=gen), torch.randint(0, 10, (BATCH,), generator=gen)
-    if model_name == "resnet50":
-        return torch.randn(BATCH, 3, 224, 224, generator=gen), torch.randint(0, 1000, (BATCH,), generator=gen)
-    return torch.randn(BATCH, 64, generator=gen), torch.randint(0, 10, (BATCH,), generator=gen)
+        x, y = torch.randn(n, 64, 256, generator=gen), torch.randint(0, 10, (n,), generator=gen)
+    elif model_name == "resnet50":
+        x, y = torch.randn(n, 3, 224, 224, generator=gen), torch.randint(0, 1000, (n,), generator=gen)
+    else:
+        x, y = torch.randn(n, 64, generator=gen), torch.randint(0, 10, (n,), generator=gen)
+    return x.to(device), y.to(device)
 
 
 def _step(model, opt, x, y) -> None:
@@ -74,10 +81,14 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def _cpu_timed(fn) -> tuple[float, float]:
-    """(CPU seconds of this process, wall seconds) for one call."""
+def _cpu_timed(fn, device: str = "cpu") -> tuple[float, float]:
+    """(CPU seconds of this process, wall seconds) for one call; on CUDA, the wall time includes the GPU work."""
+    if device == "cuda":
+        torch.cuda.synchronize()
     cpu, wall = time.process_time(), time.perf_counter()
     fn()
+    if device == "cuda":
+        torch.cuda.synchronize()
     return time.process_time() - cpu, time.perf_counter() - wall
 
 
@@ -85,13 +96,23 @@ def _medians(samples: list[tuple[float, float]]) -> tuple[float, float]:
     return statistics.median(c for c, _ in samples), statistics.median(w for _, w in samples)
 
 
-def watch_overhead(rounds: int = 6) -> None:
+def _cost(samples: list[tuple[float, float]], device: str) -> float:
+    """What overheads are measured in: CPU time on CPU (steady on a shared machine), wall time on CUDA."""
+    cpu, wall = _medians(samples)
+    return cpu if device == "cpu" else wall
+
+
+def _where(device: str) -> str:
+    return "CPU (1 thread)" if device == "cpu" else f"CUDA ({torch.cuda.get_device_name()}), wall time"
+
+
+def watch_overhead(device: str, rounds: int = 6) -> None:
     import modscope
 
     rows = []
     for name, build, data in (("resnet50", _resnet50, "resnet50"), ("mlp 100x Linear(64)", _mlp, "mlp")):
-        model = build()
-        x, y = _data(data)
+        model = build().to(device)
+        x, y = _data(data, device)
         opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
         _step(model, opt, x, y)  # warm-up: allocations, momentum buffers
         variants = {
@@ -103,32 +124,32 @@ def watch_overhead(rounds: int = 6) -> None:
         for _ in range(rounds):  # variants take turns, so slow drifts of a shared machine hit all alike
             for variant, make in variants.items():
                 with make() as watch:  # entering and leaving are outside the timed step
-                    times[variant].append(_cpu_timed(lambda: _step(model, opt, x, y)))
+                    times[variant].append(_cpu_timed(lambda: _step(model, opt, x, y), device))
                 if watch is not None:
                     report_seconds = _timed(watch.report)
-        base, _ = _medians(times["unwatched"])
+        base = _cost(times["unwatched"], device)
         for variant, samples in times.items():
             cpu, wall = _medians(samples)
             rows.append([name, variant, cpu * 1e3, wall * 1e3,
-                         "" if variant == "unwatched" else f"{(cpu / base - 1) * 100:+.1f}%"])
+                         "" if variant == "unwatched" else f"{(_cost(samples, device) / base - 1) * 100:+.1f}%"])
         rows.append([name, "watch.report() after one step", "", report_seconds * 1e3, ""])
     print_table(
-        f"watch_gradients: one SGD training step, CPU (1 thread), batch {BATCH}, median of {rounds} alternating "
-        "rounds (target: under +10%)",
-        ["model", "variant", "CPU ms per step", "wall ms", "overhead (CPU)"],
+        f"watch_gradients: one SGD training step, {_where(device)}, batch {BATCH[device]}, median of {rounds} "
+        "alternating rounds (target: under +10%)",
+        ["model", "variant", "CPU ms per step", "wall ms", f"overhead ({'CPU' if device == 'cpu' else 'wall'})"],
         rows,
     )
 
 
-def timing_overhead(repeat: int = 5) -> None:
+def timing_overhead(device: str, repeat: int = 5) -> None:
     import modscope
 
     rows = []
     for name, build, data in (("resnet50", _resnet50, "resnet50"), ("mlp 100x Linear(64)", _mlp, "mlp")):
         model = build()
-        x, _ = _data(data)
+        x, _ = _data(data, "cpu")
         start = time.perf_counter()
-        report = modscope.time_layers(model, x, backward=True, warmup=2, repeat=repeat)
+        report = modscope.time_layers(model, x, backward=True, warmup=2, repeat=repeat, device=device)
         total = time.perf_counter() - start
         for label, p in (("forward", report.forward), ("backward", report.backward)):
             rows.append([name, label, p.bare.median / 1e6, p.hooked.median / 1e6,
@@ -137,14 +158,14 @@ def timing_overhead(repeat: int = 5) -> None:
         rows.append([name, f"whole time_layers call ({modules} modules, {2 * (2 + repeat)} iterations)",
                      "", total * 1e3, "", ""])
     print_table(
-        f"time_layers: pass times without hooks vs while timing every module, CPU, batch {BATCH}, "
-        f"median of {repeat}",
+        f"time_layers: pass times without hooks vs while timing every module, {report.clock} on {report.device}, "
+        f"batch {BATCH[device]}, median of {repeat}",
         ["model", "pass", "unhooked ms", "hooked ms", "overhead", "per-layer sum / unhooked"],
         rows,
     )
 
 
-def nan_tracing(rounds: int = 5) -> None:
+def nan_tracing(device: str, rounds: int = 5) -> None:
     import modscope
 
     def anomaly():
@@ -154,8 +175,8 @@ def nan_tracing(rounds: int = 5) -> None:
     models = (("resnet50", _resnet50, "resnet50"), ("mlp 100x Linear(64)", _mlp, "mlp"),
               ("transformer 6x256", _transformer, "tokens"))
     for name, build, data in models:
-        model = build()
-        x, y = _data(data)
+        model = build().to(device)
+        x, y = _data(data, device)
         opt = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: every round sees the same weights
         _step(model, opt, x, y)
         variants = {
@@ -169,27 +190,27 @@ def nan_tracing(rounds: int = 5) -> None:
             for _ in range(rounds):
                 for variant, make in variants.items():
                     with make():
-                        times[variant].append(_cpu_timed(lambda: _step(model, opt, x, y)))
-        base, _ = _medians(times["plain"])
-        ours, _ = _medians(times["modscope.detect_nonfinite"])
+                        times[variant].append(_cpu_timed(lambda: _step(model, opt, x, y), device))
+        base = _cost(times["plain"], device)
+        ours = _cost(times["modscope.detect_nonfinite"], device)
         for variant, samples in times.items():
             cpu, wall = _medians(samples)
-            extra = cpu - base
-            rows.append([name, variant, cpu * 1e3, wall * 1e3, f"{(cpu / base - 1) * 100:+.0f}%",
-                         "" if variant == "plain" else f"{extra / (ours - base):.1f}x" if ours > base else "-"])
+            cost = _cost(samples, device)
+            rows.append([name, variant, cpu * 1e3, wall * 1e3, f"{(cost / base - 1) * 100:+.0f}%",
+                         "" if variant == "plain" else f"{(cost - base) / (ours - base):.1f}x" if ours > base else "-"])
     print_table(
-        f"NaN/Inf tracing: one training step (forward + backward), CPU (1 thread), batch {BATCH}, median of "
-        f"{rounds} alternating rounds",
+        f"NaN/Inf tracing: one training step (forward + backward), {_where(device)}, batch {BATCH[device]}, "
+        f"median of {rounds} alternating rounds",
         ["model", "variant", "CPU ms per step", "wall ms", "overhead", "overhead vs detect_nonfinite's"],
         rows,
     )
 
 
-def finiteness_checks(repeat: int = 20) -> None:
+def finiteness_checks(device: str, repeat: int = 20) -> None:
     """Why detect_nonfinite uses aminmax: exact (NaN propagates, +-Inf is the max/min) and one reduction."""
     rows = []
     for shape in ((8, 256, 56, 56), (8, 2048, 7, 7), (2048, 512)):
-        t = torch.randn(shape)
+        t = torch.randn(shape, device=device)
         checks = {
             "torch.isfinite(t).all()": lambda: torch.isfinite(t).all(),
             "torch.aminmax(t)": lambda: torch.aminmax(t),
@@ -197,24 +218,30 @@ def finiteness_checks(repeat: int = 20) -> None:
         times = {}
         for name, fn in checks.items():
             fn()
-            times[name] = statistics.median(_timed(fn) for _ in range(repeat))
+            times[name] = statistics.median(_cpu_timed(fn, device)[1] for _ in range(repeat))
         rows.append(["x".join(map(str, shape)), *(v * 1e3 for v in times.values()),
                      times["torch.isfinite(t).all()"] / times["torch.aminmax(t)"]])
     print_table(
-        f"One finiteness check on CPU, median of {repeat} (ms)",
+        f"One finiteness check on {device}, median of {repeat} (ms, wall{', synchronised' if device == 'cuda' else ''})",
         ["tensor", "isfinite().all() ms", "aminmax ms", "ratio"],
         rows,
     )
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    device = parser.parse_args(argv if argv is not None else []).device
+    if device == "cuda" and not torch.cuda.is_available():
+        sys.exit("bench.training --device cuda: no CUDA device is available here")
     torch.manual_seed(0)
     torch.set_num_threads(1)
-    watch_overhead()
-    timing_overhead()
-    nan_tracing()
-    finiteness_checks()
+    print(f"torch {torch.__version__}, device {device}" + (f" ({torch.cuda.get_device_name()})" if device == "cuda" else ""))
+    watch_overhead(device)
+    timing_overhead(device)
+    nan_tracing(device)
+    finiteness_checks(device)
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

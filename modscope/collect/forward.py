@@ -170,12 +170,13 @@ def run_pass(
     ``training``/``grad``: train mode and autograd during the pass (eval and no_grad by default).
     ``extra``: a context manager factory entered inside the pass (saved-tensor hooks, meta fallbacks); it is
     given the pass's FlopCounter (or None). ``peak``: measure ``peak_call_bytes`` (0 when off).
-    ``reuse_meta``: answer repeated meta-tensor ops from a cache (``modscope.collect.meta_cache``); the
-    FlopCounter's dispatch mode does that, so it runs even when FLOPs are not asked for.
+    ``reuse_meta``: with FLOPs, answer repeated meta-tensor ops from a cache (``modscope.collect.meta_cache``),
+    which the FlopCounter's dispatch mode consults. Passes without FLOPs run no mode at all: a
+    FlopCounterMode changes how control flow operators run (``torch.cond`` runs both branches under it).
     """
     firsts = [(v.name, v.module) for v in visits(model) if v.first]
-    counter = FlopCounter(reuse_meta=reuse_meta) if flops or reuse_meta else None
-    recorder = _Recorder([name for name, _ in firsts], counter if flops else None, peak)
+    counter = FlopCounter(reuse_meta=reuse_meta) if flops else None
+    recorder = _Recorder([name for name, _ in firsts], counter, peak)
     output, error = None, None
     with contextlib.ExitStack() as stack:
         # preserved_state also forks the RNG: dropout leaves the user's stream alone

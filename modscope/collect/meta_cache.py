@@ -10,13 +10,16 @@ keeps a cache on the same principle.
 An op is answered from the cache only when everything it could depend on is in the key, and the first
 call's result could be reproduced exactly:
 
-- the op is functional: no argument or result aliases or is written (no views, no in-place, no ``out=``),
-  every result is a plain ``Tensor``, and it is not tagged random, data-dependent or dynamic-shaped;
+- the op is a built-in (aten, prims) and functional: no argument or result aliases or is written (no views,
+  no in-place, no ``out=``), every result is a plain ``Tensor``, and it is not tagged random, data-dependent
+  or dynamic-shaped (custom ops are never cached: their fake kernels may read state of their own);
 - every tensor argument is a plain, strided meta tensor (``Tensor`` or ``Parameter``) and every other argument a
   number, string, bool, None, dtype, device, layout or memory format (or a list of these); the key holds
-  each tensor's dtype, shape, strides, storage offset and requires_grad, plus grad mode and the default dtype;
-- the first call's results are fresh, distinct, plain meta tensors that an ``empty_strided`` of the same
-  shape, strides and dtype matches down to the storage size. Anything else is remembered as "run it for
+  each tensor's dtype, shape, strides, storage offset, requires_grad and its conjugate, negative and
+  zero-tensor flags (``dot`` of a conjugated vector returns a conjugated result), plus grad mode and the
+  default dtype;
+- the first call's results are fresh, distinct, plain meta tensors without those flags that an
+  ``empty_strided`` of the same shape, strides and dtype matches down to the storage size. Anything else is remembered as "run it for
   real" and never reproduced.
 """
 from __future__ import annotations
@@ -30,6 +33,7 @@ _TENSOR_TYPES = (torch.Tensor, nn.Parameter)
 _VALUE_TYPES = frozenset(
     {int, float, bool, str, type(None), torch.dtype, torch.device, torch.layout, torch.memory_format}
 )
+_BUILTIN = frozenset({"aten", "prims"})
 _EXCLUDED_TAGS = frozenset(
     getattr(torch.Tag, name)
     for name in ("nondeterministic_seeded", "dynamic_output_shape", "data_dependent_output", "inplace_view")
@@ -53,13 +57,16 @@ class Entry:
 
 
 def can_cache(func) -> bool:
-    """Is ``func`` (an OpOverload) functional, deterministic in its metadata, and returning only Tensors?"""
+    """Is ``func`` a built-in (aten/prims) OpOverload that is functional, deterministic in its metadata, and
+    returns only Tensors? Custom ops (torch.library) are never cached: their fake kernels are Python code that
+    may read state outside their arguments (a KV length kept on the side, say)."""
     try:
         schema = func._schema
         tags = set(func.tags)
+        namespace = func.namespace
     except AttributeError:
         return False
-    if tags & _EXCLUDED_TAGS or not schema.returns:
+    if namespace not in _BUILTIN or tags & _EXCLUDED_TAGS or not schema.returns:
         return False
     if any(a.alias_info is not None for a in schema.arguments):
         return False
@@ -71,7 +78,10 @@ def _key_of(value):
     if kind in _TENSOR_TYPES:
         if not value.is_meta or value.layout is not torch.strided:
             raise _NotCacheable
-        return (value.dtype, value.shape, value.stride(), value.storage_offset(), value.requires_grad)
+        return (
+            value.dtype, value.shape, value.stride(), value.storage_offset(), value.requires_grad,
+            value.is_conj(), value.is_neg(), value._is_zerotensor(),  # flags some ops pass on to their results
+        )
     if kind in _VALUE_TYPES:
         return (kind, value)
     if kind is list or kind is tuple:
@@ -120,7 +130,9 @@ def _reproducible(out, args: tuple, kwargs: dict | None) -> tuple | None:
     for t in results:
         if type(t) is not torch.Tensor or not t.is_meta or t.layout is not torch.strided:
             return None
-        if t.is_quantized or t.is_conj() or t.is_neg() or t.storage_offset() != 0 or t._base is not None:
+        if t.is_quantized or t.is_conj() or t.is_neg() or t._is_zerotensor():
+            return None
+        if t.storage_offset() != 0 or t._base is not None:
             return None
         storage = _storage_id(t)
         if storage in inputs or storage in seen:

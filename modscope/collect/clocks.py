@@ -131,10 +131,11 @@ class QueueAhead:
     thousand operations; a resnet50 backward with its hooks' events is more, and the CPU blocked on the full
     queue before the wait ran out. So after every ``SEGMENT_MARKS`` marks another wait is queued, twice as long
     as the CPU took for the stretch before it: the GPU runs one stretch, then waits while the CPU queues the
-    next. Waits in the middle of a pass fall inside the spans around them; ``held_inside`` gives what to take
-    off. Every wait sits between two marks of its own: the GPU's clock speeds up and slows down, so the length
-    ``_sleep`` gave is read back and its rate corrected, and a stretch counts as held only when the CPU had
-    queued it before the wait in front of it ended on the GPU. Where a kind's pass is not held twice in a row
+    next (at least twice the longest stretch of the last pass of its kind, as stretches differ). Waits in the
+    middle of a pass fall inside the spans around them; ``held_inside`` gives what to take off. Every wait
+    sits between two marks of its own: the GPU's clock speeds up and slows down, so the length ``_sleep``
+    gave is read back and its rate corrected, and a stretch counts as held only when the CPU had queued it
+    before the wait in front of it ended on the GPU. Where a kind's pass is not held twice in a row
     (the CPU waited for the GPU inside it, e.g. on ``.item()``), that kind runs without waits.
     """
 
@@ -145,6 +146,7 @@ class QueueAhead:
         self.waits: list[list] = []  # this iteration's: [kind, ns asked, mark before, mark after, CPU ns of the
         # stretch it stands in front of (None while that stretch is being queued)]
         self.held: dict = {}  # pass name ("forward", "backward") -> every stretch held, last settled iteration
+        self.longest: dict = {}  # kind -> CPU ns of its longest stretch in the last settled iteration
         self._kind = None
         self._marks = 0
         self._since = 0
@@ -168,8 +170,8 @@ class QueueAhead:
         self._marks += 1
         if self._marks >= SEGMENT_MARKS:
             self._marks = 0
-            stretch = self._close()
-            self._wait(2 * stretch + 5e5)
+            stretch = self._close()  # stretches differ (a conv's backward queues more than a ReLU's): the
+            self._wait(2 * max(stretch, self.longest.get(self._kind, 0)) + 5e5)  # longest seen sets the floor
 
     def done(self) -> None:
         """Right after the pass is queued."""
@@ -213,6 +215,7 @@ class QueueAhead:
             longest[kind] = max(longest.get(kind, 0), stretch or 0)
         if waited_in_all > 0:  # once per iteration, from all its waits together
             self.clock.rescale(asked / waited_in_all)
+        self.longest.update(longest)
         for kind, stretch in longest.items():
             held = self.held[kind[-1]]
             self.ran_out[kind] = 0 if held else self.ran_out.get(kind, 0) + 1

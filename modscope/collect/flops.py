@@ -170,10 +170,10 @@ class FlopCounter(FlopCounterMode):
         cache = self.meta_cache
         key = cache.key(id(op.func), args, kwargs)
         entry = cache.entries.get(key) if key is not None else None
-        if entry is None or entry.outputs is None:
+        if entry is None:
             out = op.func(*args, **kwargs) if kwargs else op.func(*args)
             flops = self._flops(op, out, args, kwargs) if op.formula is not None else 0
-            if key is not None and entry is None and not cache.remember(key, args, kwargs, out, flops):
+            if key is not None and not cache.remember(key, args, kwargs, out, flops):
                 op.reusable = False  # one result it could not reproduce: stop keying this op's calls
         else:
             out, flops = cache.replay(entry), entry.flops

@@ -4,8 +4,7 @@ A meta tensor has a shape, strides and a dtype but no values, so what a function
 decided by its arguments' metadata and its non-tensor arguments alone. Many of torch's meta kernels are
 Python (``torch._refs``, ``torch._meta_registrations``): 0.16 ms an add, 1.3 ms a layer norm, 2.8 ms causal
 attention on a large decoder's shapes. A repeated call is answered here by allocating empty meta tensors
-with the remembered metadata (about 1 us each). FakeTensorMode
-keeps a cache on the same principle.
+with the remembered metadata (about 1 us each). FakeTensorMode keeps a cache on the same principle.
 
 An op is answered from the cache only when everything it could depend on is in the key, and the first
 call's result could be reproduced exactly:
@@ -13,14 +12,14 @@ call's result could be reproduced exactly:
 - the op is a built-in (aten, prims) and functional: no argument or result aliases or is written (no views,
   no in-place, no ``out=``), every result is a plain ``Tensor``, and it is not tagged random, data-dependent
   or dynamic-shaped (custom ops are never cached: their fake kernels may read state of their own);
-- every tensor argument is a plain, strided meta tensor (``Tensor`` or ``Parameter``) and every other argument a
-  number, string, bool, None, dtype, device, layout or memory format (or a list of these); the key holds
-  each tensor's dtype, shape, strides, storage offset, requires_grad and its conjugate, negative and
+- every tensor argument is a plain, strided meta tensor (``Tensor`` or ``Parameter``) and every other
+  argument a number, string, bool, None, dtype, device, layout or memory format (or a list of these); the
+  key holds each tensor's dtype, shape, strides, storage offset, requires_grad and its conjugate, negative and
   zero-tensor flags (``dot`` of a conjugated vector returns a conjugated result), plus grad mode and the
   default dtype;
 - the first call's results are fresh, distinct, plain meta tensors without those flags that an
-  ``empty_strided`` of the same shape, strides and dtype matches down to the storage size. Anything else is remembered as "run it for
-  real" and never reproduced.
+  ``empty_strided`` of the same shape, strides and dtype matches down to the storage size. An op whose
+  result is not is never cached again (the caller's decision: ``remember`` says so).
 """
 from __future__ import annotations
 
@@ -46,11 +45,11 @@ class _NotCacheable(Exception):
 
 
 class Entry:
-    """What one op returned for one key: ``outputs`` (shape, stride, dtype) per tensor, or None to run it."""
+    """What one op returned for one key: ``outputs`` (shape, stride, dtype) per tensor, and its FLOPs."""
 
     __slots__ = ("outputs", "as_tuple", "flops")
 
-    def __init__(self, outputs: tuple | None, as_tuple: bool = False, flops: int = 0):
+    def __init__(self, outputs: tuple, as_tuple: bool, flops: int):
         self.outputs = outputs
         self.as_tuple = as_tuple
         self.flops = flops
@@ -108,15 +107,17 @@ class MetaResultCache:
     def replay(self, entry: Entry):
         """Fresh meta tensors with the remembered metadata (the op's result, without running it)."""
         self.reused += 1
-        made = [torch.empty_strided(shape, stride, dtype=dtype, device="meta") for shape, stride, dtype in entry.outputs]
+        made = [torch.empty_strided(size, stride, dtype=dtype, device="meta") for size, stride, dtype in entry.outputs]
         return tuple(made) if entry.as_tuple else made[0]
 
     def remember(self, key: tuple, args: tuple, kwargs: dict | None, out, flops: int) -> bool:
-        """File the first call's result under ``key``; False (and "run it for real") when it is not
-        reproducible, e.g. ``_unsafe_view``, whose schema promises a fresh tensor but which returns a view."""
+        """File the first call's result under ``key``; False (nothing filed) when it is not reproducible, e.g.
+        ``_unsafe_view``, whose schema promises a fresh tensor but which returns a view."""
         outputs = _reproducible(out, args, kwargs)
-        self.entries[key] = Entry(outputs, isinstance(out, tuple), flops) if outputs is not None else Entry(None)
-        return outputs is not None
+        if outputs is None:
+            return False
+        self.entries[key] = Entry(outputs, isinstance(out, tuple), flops)
+        return True
 
 
 def _reproducible(out, args: tuple, kwargs: dict | None) -> tuple | None:

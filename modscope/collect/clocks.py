@@ -140,8 +140,7 @@ class QueueAhead:
 
     def __init__(self, clock):
         self.clock = clock
-        self.ahead: dict = {}  # kind -> ns of the first wait, or None once holding stopped for that kind
-        self.ran_out: dict = {}
+        self.ran_out: dict = {}  # kind -> passes in a row not held (at 2, that kind stops waiting)
         self.waits: list[list] = []  # this iteration's: [kind, ns asked, mark before, mark after, CPU ns of the
         # stretch it stands in front of (None while that stretch is being queued)]
         self.held: dict = {}  # pass name ("forward", "backward") -> every stretch held, last settled iteration
@@ -159,8 +158,12 @@ class QueueAhead:
         """Before a pass: queue its first wait."""
         self._kind = kind
         self._marks = 0
-        ahead = self.ahead.get(kind, FIRST_HOLD_NS) if self.clock.holds else None
-        self._wait(ahead)
+        if not self.clock.holds or self.ran_out.get(kind, 0) >= 2:
+            self._wait(None)
+        elif kind in self.longest:
+            self._wait(2 * self.longest[kind] + 1e6)
+        else:
+            self._wait(FIRST_HOLD_NS)
 
     def tick(self) -> None:
         """Before every mark inside the pass: after SEGMENT_MARKS of them, the next stretch gets its wait."""
@@ -179,10 +182,10 @@ class QueueAhead:
         self._kind = None
 
     def _wait(self, ns: float | None) -> None:
-        entry = [self._kind, ns, None, None, None]
-        if ns is not None:
+        entry = [self._kind, None if ns is None else min(ns, MAX_HOLD_NS), None, None, None]
+        if entry[1] is not None:
             entry[2] = self.clock.mark()
-            self.clock.hold(min(ns, MAX_HOLD_NS))
+            self.clock.hold(entry[1])
             entry[3] = self.clock.mark()
         self.waits.append(entry)
         self._since = time.perf_counter_ns()
@@ -200,7 +203,7 @@ class QueueAhead:
         return sum(b - a for a, b in self._intervals if begin <= a and b <= end)
 
     def settle(self) -> None:
-        """After the iteration's sync: which passes were held throughout, and the next first waits."""
+        """After the iteration's sync: which passes were held throughout, and what sizes the next waits."""
         self.held, longest = {}, {}
         asked = waited_in_all = 0.0
         for kind, ns, before, after, stretch in self.waits:
@@ -209,16 +212,14 @@ class QueueAhead:
             if ns is None:
                 continue
             waited = self.clock.since(before, after)
-            asked, waited_in_all = asked + min(ns, MAX_HOLD_NS), waited_in_all + waited
+            asked, waited_in_all = asked + ns, waited_in_all + waited
             self.held[name] = self.held[name] and stretch is not None and stretch < 0.8 * waited
             longest[kind] = max(longest.get(kind, 0), stretch or 0)
         if waited_in_all > 0:  # once per iteration, from all its waits together
             self.clock.rescale(asked / waited_in_all)
         self.longest.update(longest)
-        for kind, stretch in longest.items():
-            held = self.held[kind[-1]]
-            self.ran_out[kind] = 0 if held else self.ran_out.get(kind, 0) + 1
-            self.ahead[kind] = None if self.ran_out[kind] >= 2 else min(2 * stretch + 1e6, MAX_HOLD_NS)
+        for kind in longest:
+            self.ran_out[kind] = 0 if self.held[kind[-1]] else self.ran_out.get(kind, 0) + 1
 
 
 def clock_for(device: torch.device):

@@ -157,19 +157,32 @@ def test_views_must_fit_their_storage(tmp_path):
     _one_line_error(_cli("diff", str(short), str(short)), "record holds 32")
 
 
-def test_corrupt_central_directory_is_one_line(tmp_path):
+_CENTRAL = {  # offsets inside the first central directory entry
+    "name length": (28, b"\xff\xff"),  # a traceback (exit 3) before
+    "sizes": (20, b"\xff" * 8),
+    "header offset": (42, b"\x00\x00\x00\x7f"),
+    "signature": (0, b"XXXX"),
+    "compression method": (10, b"\x63\x00"),
+}
+
+
+@pytest.mark.parametrize("field", list(_CENTRAL))
+def test_corrupt_central_directory_is_one_line(tmp_path, field):
     torch.save(_state(), tmp_path / "a.pt")
     data = bytearray((tmp_path / "a.pt").read_bytes())
-    at = data.rindex(b"PK\x01\x02")  # the last central directory entry
-    data[at + 20 : at + 28] = b"\xff" * 8  # its sizes
+    at, garbage = _CENTRAL[field]
+    at += data.index(b"PK\x01\x02")
+    data[at : at + len(garbage)] = garbage
     (tmp_path / "bad.pt").write_bytes(bytes(data))
-    for args in (("diff", str(tmp_path / "bad.pt"), str(tmp_path / "a.pt")), ("summary", str(tmp_path / "bad.pt"))):
+    for args in (("diff", str(tmp_path / "bad.pt"), str(tmp_path / "a.pt")), ("summary", str(tmp_path / "bad.pt")),
+                 ("check", SMALL, "--weights", str(tmp_path / "bad.pt"))):  # fmt: skip
         _one_line_error(_cli(*args), "bad.pt")
 
 
 def test_inflating_pickle_is_refused_before_it_is_inflated(tmp_path):
     path = tmp_path / "bomb.pt"
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("archive/version", b"3\n")
         with z.open("archive/data.pkl", "w", force_zip64=True) as f:
             chunk = b"\0" * (1 << 20)
             for _ in range(256):

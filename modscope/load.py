@@ -269,6 +269,9 @@ def load_saved_module(path: Path, *, trust: bool = False) -> nn.Module:
         except Exception as exc:
             raise LoadError(f"cannot load TorchScript archive {path}: {_describe_exception(exc, None)}")
     if path.is_dir():
+        inner = _torchscript_in(path)
+        if inner is not None:
+            return load_saved_module(inner, trust=trust)
         raise LoadError(f"{path} is a directory, not a model: give path/to/file.py:Name or a saved model file")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -287,6 +290,18 @@ def load_saved_module(path: Path, *, trust: bool = False) -> nn.Module:
         f"{path} holds a {type(obj).__name__} (a checkpoint or state_dict), not a model: "
         "give the model as path/to/file.py:Name"
     )
+
+
+def _torchscript_in(folder: Path) -> Path | None:
+    """The TorchScript archive a checkpoint folder's detection picks (``run/model.pt``), if that is what it picks."""
+    from modscope.checkpoint import detect
+    from modscope.errors import CheckpointError
+
+    try:
+        kind, found = detect.detect(str(folder))
+    except CheckpointError:
+        return None
+    return Path(found) if kind == detect.TORCHSCRIPT else None
 
 
 def _load_trusted(path: Path):

@@ -414,3 +414,37 @@ def test_state_restored_by_code_is_refused(tmp_path):
         open_checkpoint(str(path))
     with open_checkpoint(str(path), trust=True) as ckpt:
         assert torch.equal(ckpt.read("w"), torch.ones(2))
+
+
+def test_damaged_archives_are_one_line_errors_or_read(tmp_path):
+    """Random byte damage to real torch.save, re-zipped, big-endian, legacy and TorchScript files: every
+    outcome is a read or one ModscopeError line (never another exception, never a crash)."""
+    from modscope.errors import ModscopeError
+
+    state = _state()
+    torch.save(state, tmp_path / "zip.pt")
+    torch.save(state, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    _rezip(tmp_path / "zip.pt", tmp_path / "deflated.pt", zipfile.ZIP_DEFLATED)
+    _rezip(tmp_path / "zip.pt", tmp_path / "big.pt", zipfile.ZIP_STORED, lambda n, d: b"big" if n.endswith("/byteorder") else d)
+    _script(_Plain(), tmp_path / "script.pt")
+    sources = [(tmp_path / name).read_bytes() for name in ("zip.pt", "legacy.pt", "deflated.pt", "big.pt", "script.pt")]
+    rng = __import__("random").Random(12)
+    outcomes = collections.Counter()
+    for case in range(200):
+        data = bytearray(sources[case % len(sources)])
+        for _ in range(rng.randint(1, 4)):
+            at = rng.randrange(len(data))
+            data[at : at + 4] = bytes(rng.randrange(256) for _ in range(4))
+        if rng.random() < 0.2:
+            del data[rng.randrange(len(data)) :]
+        path = tmp_path / "damaged.pt"
+        path.write_bytes(bytes(data))
+        try:
+            with open_checkpoint(str(path)) as ckpt:
+                for name in ckpt.entries():
+                    ckpt.read(name)
+            outcomes["read"] += 1
+        except ModscopeError as exc:
+            assert "\n" not in str(exc), str(exc)
+            outcomes["refused"] += 1
+    assert outcomes["refused"] > 100, outcomes

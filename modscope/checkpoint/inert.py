@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from modscope.checkpoint.ziparchive import printable
+
 
 class Stub:
     """An object the pickle would have built: its class's qualified name, arguments and state. Nothing ran."""
@@ -139,14 +141,14 @@ class InertUnpickler(pickle.Unpickler):
         ) else ""
         dtype = storage_dtype(type_name)
         if dtype is None or not isinstance(numel, int) or numel < 0:
-            raise pickle.UnpicklingError(f"storage {key[:40]} has an unknown type or size ({type_name or storage_type!r})")
+            raise pickle.UnpicklingError(f"storage {printable(key, 40)} has an unknown type or size ({type_name or storage_type!r})")
         known = self.storages.get(key)
         if known is not None and (known.dtype, known.numel) != (dtype, numel):
-            raise pickle.UnpicklingError(f"storage {key[:40]} is declared twice with different types or sizes")
+            raise pickle.UnpicklingError(f"storage {printable(key, 40)} is declared twice with different types or sizes")
         ref = self.storages.setdefault(key, StorageRef(key, dtype, numel))
         view = pid[5] if len(pid) > 5 else None
         if view is not None:
             ok = isinstance(view, tuple) and len(view) == 3 and all(isinstance(v, int) and v >= 0 for v in view[1:])
             if not ok or view[1] + view[2] > numel:
-                raise pickle.UnpicklingError(f"a view of storage {key[:40]} reaches past its {numel} elements")
+                raise pickle.UnpicklingError(f"a view of storage {printable(key, 40)} reaches past its {numel} elements")
         return StorageRef(key, dtype, numel, view) if view is not None else ref

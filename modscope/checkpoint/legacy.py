@@ -13,6 +13,7 @@ import pickle
 import struct
 
 from modscope.checkpoint.inert import InertUnpickler
+from modscope.checkpoint.ziparchive import printable
 from modscope.errors import CheckpointError
 
 _MAGIC = 0x1950A86A20F9469CFC6C
@@ -29,27 +30,27 @@ def check_layout(path: str) -> None:
             for key in keys:
                 ref = storages.get(key)
                 if ref is None:
-                    raise CheckpointError(f"{path} is corrupt: it stores data for storage {key[:40]}, which no tensor declares")
+                    raise CheckpointError(f"{path} is corrupt: it stores data for storage {printable(key, 40)}, which no tensor declares")
                 f.seek(offset)
                 head = f.read(8)
                 if len(head) < 8:
-                    raise CheckpointError(f"{path} ends early: storage {key[:40]} is missing (truncated?)")
+                    raise CheckpointError(f"{path} ends early: storage {printable(key, 40)} is missing (truncated?)")
                 (count,) = struct.unpack("<q", head)
                 if count != ref.numel:
                     raise CheckpointError(
-                        f"{path} is corrupt: storage {key[:40]} declares {ref.numel} elements but its data says {count}"
+                        f"{path} is corrupt: storage {printable(key, 40)} declares {ref.numel} elements but its data says {count}"
                     )
                 offset += 8 + count * ref.dtype.itemsize
                 if offset > size:
                     raise CheckpointError(
-                        f"{path} ends early: storage {key[:40]} needs {count * ref.dtype.itemsize} bytes past the end "
+                        f"{path} ends early: storage {printable(key, 40)} needs {count * ref.dtype.itemsize} bytes past the end "
                         f"of the {size}-byte file (truncated?)"
                     )
     except OSError as exc:
         raise CheckpointError(f"cannot read {path}: {exc.strerror}") from None
     missing = [key for key in storages if key not in set(keys)]
     if missing:
-        raise CheckpointError(f"{path} is corrupt: storage {missing[0][:40]} is declared but its data is missing")
+        raise CheckpointError(f"{path} is corrupt: storage {printable(missing[0], 40)} is declared but its data is missing")
 
 
 def _read_pickles(f, path: str):
@@ -67,7 +68,7 @@ def _read_pickles(f, path: str):
         raise
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError,
             MemoryError, RecursionError, struct.error) as exc:  # fmt: skip
-        raise CheckpointError(f"{path} is truncated or corrupt: cannot unpickle it ({type(exc).__name__}: {str(exc)[:80]})") from None
+        raise CheckpointError(f"{path} is truncated or corrupt: cannot unpickle it ({type(exc).__name__}: {printable(str(exc), 80)})") from None
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         raise CheckpointError(f"{path} is corrupt: its list of storage keys is not a list of names")
     return body.storages, keys

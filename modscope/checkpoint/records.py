@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from modscope.checkpoint.base import CheckpointReader, FileSpans, TensorMeta
-from modscope.checkpoint.ziparchive import ZipArchive
+from modscope.checkpoint.ziparchive import ZipArchive, printable
 from modscope.errors import CheckpointError
 
 
@@ -79,14 +79,14 @@ class ArchiveReader(CheckpointReader):
             self._entries[name] = TensorMeta(tuple(t.shape), t.dtype, storage=None)
 
     def _check(self, name: str, t: StoredTensor) -> None:
-        path = self.path
+        path, name = self.path, printable(name)
         record = self._archive.records.get(t.record)
         if record is None:
-            raise CheckpointError(f"{path} is corrupt: tensor {name} needs zip record {t.record}, which is missing")
+            raise CheckpointError(f"{path} is corrupt: tensor {name} needs zip record {printable(t.record)}, which is missing")
         if t.storage_nbytes > record.size:
             raise CheckpointError(
                 f"{path} is corrupt: tensor {name}'s storage declares {t.storage_nbytes} bytes but its record "
-                f"{t.record} holds {record.size}"
+                f"{printable(t.record)} holds {record.size}"
             )
         if t.offset < 0 or any(s < 0 for s in t.shape) or any(s < 0 for s in t.stride) or len(t.shape) != len(t.stride):
             raise CheckpointError(f"{path} is corrupt: tensor {name} has a negative or malformed shape, stride or offset")

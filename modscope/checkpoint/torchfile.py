@@ -22,7 +22,7 @@ from modscope.checkpoint.base import CheckpointReader
 from modscope.checkpoint.memory import TensorDictReader
 from modscope.checkpoint.module import state_tensors
 from modscope.checkpoint.records import ArchiveReader, StoredTensor, byteorder
-from modscope.checkpoint.ziparchive import ZipArchive
+from modscope.checkpoint.ziparchive import ZipArchive, printable
 from modscope.errors import CheckpointError, ModscopeError, UnsafeLoadError
 
 ZIP_MAGIC = b"PK\x03\x04"
@@ -135,17 +135,18 @@ def _unpickle(data: bytes, archive: ZipArchive, root: str, trust: bool) -> Any:
         if not isinstance(pid, tuple) or len(pid) != 5 or pid[0] not in ("storage", b"storage"):
             raise CheckpointError(f"{archive.path} is corrupt: unknown persistent id in its pickle ({str(pid)[:60]})")
         storage_type, key, numel = pid[1], str(pid[2]), pid[4]
+        shown = printable(key, 40)
         dtype = torch.uint8 if storage_type is torch.UntypedStorage else getattr(storage_type, "dtype", None)
         if not isinstance(dtype, torch.dtype) or not isinstance(numel, int) or numel < 0:
-            raise CheckpointError(f"{archive.path} is corrupt: storage {key[:40]} has an unknown type or size")
+            raise CheckpointError(f"{archive.path} is corrupt: storage {shown} has an unknown type or size")
         name = f"{root}data/{key}"
         record = archive.records.get(name)
         if record is None:
-            raise CheckpointError(f"{archive.path} is corrupt: its pickle names storage {key[:40]}, but the record {name} is missing")
+            raise CheckpointError(f"{archive.path} is corrupt: its pickle names storage {shown}, but the record {printable(name)} is missing")
         nbytes = numel * dtype.itemsize
         if nbytes > record.size:
             raise CheckpointError(
-                f"{archive.path} is corrupt: storage {key[:40]} declares {numel} elements ({nbytes} bytes) but its "
+                f"{archive.path} is corrupt: storage {shown} declares {numel} elements ({nbytes} bytes) but its "
                 f"record holds {record.size} bytes"
             )
         storage = storages.get(key)
@@ -180,14 +181,14 @@ def _stored(tensors: dict[str, torch.Tensor], path: str) -> tuple[dict[str, Stor
     in_memory: dict[str, torch.Tensor] = {}
     for name, t in tensors.items():
         if t.layout != torch.strided or t.is_quantized or t.is_conj() or t.is_neg():
-            raise CheckpointError(f"{path}: tensor {name} is {t.layout}/quantized/conjugated; modscope reads plain dense tensors only")
+            raise CheckpointError(f"{path}: tensor {printable(name)} is {t.layout}/quantized/conjugated; modscope reads plain dense tensors only")
         if not t.is_meta:
             in_memory[name] = t
             continue
         storage = t.untyped_storage()
         record = getattr(storage, "_modscope_record", None)
         if record is None:
-            raise CheckpointError(f"{path}: tensor {name} has no stored data (was it saved from the meta device?)")
+            raise CheckpointError(f"{path}: tensor {printable(name)} has no stored data (was it saved from the meta device?)")
         stored[name] = StoredTensor(
             record, t.dtype, tuple(t.shape), tuple(t.stride()), t.storage_offset(), storage.nbytes()
         )

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from modscope.checkpoint.inert import InertDict, InertUnpickler, Stub, TensorRecord
 from modscope.checkpoint.records import ArchiveReader, StoredTensor, byteorder
-from modscope.checkpoint.ziparchive import ZipArchive
+from modscope.checkpoint.ziparchive import ZipArchive, printable
 from modscope.errors import CheckpointError, UnsafeLoadError
 
 #: the largest code file read to learn a class's parameters (TorchScript prints a few KB per class)
@@ -55,7 +55,7 @@ def open_torchscript(path: str) -> ArchiveReader:
             obj = InertUnpickler(io.BytesIO(data), where=path).load()
         except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError,
                 MemoryError, RecursionError, struct.error) as exc:  # fmt: skip
-            raise CheckpointError(f"{path} is corrupt: cannot read its data.pkl ({type(exc).__name__}: {str(exc)[:80]})") from None
+            raise CheckpointError(f"{path} is corrupt: cannot read its data.pkl ({type(exc).__name__}: {printable(str(exc), 80)})") from None
         classes = _Classes(archive, root)
         stored = {}
         for name, record in module_tensors(obj, classes, path).items():
@@ -82,16 +82,16 @@ def module_tensors(root, classes: "_Classes", path: str) -> dict[str, TensorReco
             continue
         info = classes.of(stub, prefix, path)
         if not info.module or not info.listed:
-            raise CheckpointError(f"{path}: {prefix or 'the root'} ({_short(stub)}) is not a module whose parameters the archive's code lists")
+            raise CheckpointError(f"{path}: {printable(prefix) or 'the root'} ({_short(stub)}) is not a module whose parameters the archive's code lists")
         if id(stub) in on_path:
-            raise CheckpointError(f"{path} is corrupt: module {prefix} contains itself")
+            raise CheckpointError(f"{path} is corrupt: module {printable(prefix)} contains itself")
         on_path.add(id(stub))
         stack.append((False, prefix, stub))
         state = stub.state
         if not isinstance(state, dict):  # restored by the class's own __setstate__ code
             if info.parameters or info.buffers or _holds_data(state, classes):
                 raise UnsafeLoadError(
-                    f"{path}: module {prefix or '(root)'} ({_short(stub)}) restores its tensors with its own "
+                    f"{path}: module {printable(prefix) or '(root)'} ({_short(stub)}) restores its tensors with its own "
                     "__setstate__ code, which runs only when the archive is loaded; pass --trust only if you trust its source"
                 )
             continue
@@ -101,7 +101,7 @@ def module_tensors(root, classes: "_Classes", path: str) -> dict[str, TensorReco
                 if key not in wanted or value is None:
                     continue
                 if not isinstance(value, TensorRecord):
-                    raise CheckpointError(f"{path}: {_join(prefix, key)} is stored as {value!r:.60}, not a plain tensor")
+                    raise CheckpointError(f"{path}: {printable(_join(prefix, key))} is stored as {printable(repr(value), 60)}, not a plain tensor")
                 out[_join(prefix, key)] = value
                 if len(out) > _MAX_NAMES:
                     raise CheckpointError(f"{path} names more than {_MAX_NAMES} tensors (shared modules repeated?)")
@@ -136,7 +136,7 @@ def _join(prefix: str, key) -> str:
 
 
 def _short(stub: Stub) -> str:
-    return stub.qualname.rpartition(".")[2]
+    return printable(stub.qualname.rpartition(".")[2])
 
 
 class _Classes:
@@ -151,7 +151,7 @@ class _Classes:
         info = self._file(module).get(name) if module.split(".")[0] == "__torch__" else None
         if info is None:
             raise CheckpointError(
-                f"{path}: {where or 'the root'} is a {stub.qualname}, whose definition is not in the archive's code; "
+                f"{path}: {printable(where) or 'the root'} is a {printable(stub.qualname)}, whose definition is not in the archive's code; "
                 "modscope cannot read it without loading the archive (--trust)"
             )
         return info
@@ -185,7 +185,7 @@ def parse_classes(text: str) -> dict[str, ClassInfo]:
             except (ValueError, SyntaxError, MemoryError, RecursionError):
                 names = None
             if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-                raise CheckpointError(f"the archive's code lists {listed.group(1)} it cannot be read from: {line[:60]!r}")
+                raise CheckpointError(f"the archive's code lists {listed.group(1)} it cannot be read from: {printable(line, 60)}")
             current.listed = True
             (current.parameters if listed.group(1) == "__parameters__" else current.buffers).extend(names)
         elif line.startswith("  def __setstate__("):

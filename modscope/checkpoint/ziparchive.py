@@ -25,6 +25,12 @@ _LOCAL = struct.Struct("<4s2B4HL2L2H")  # the 30-byte local file header
 _LOCAL_MAGIC = b"PK\x03\x04"
 
 
+def printable(name: str, limit: int = 80) -> str:
+    """A name from a file, safe to put in a one-line message (control characters escaped, length capped)."""
+    text = name.encode("unicode_escape").decode("ascii") if not name.isprintable() else name
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 @dataclass(frozen=True)
 class Record:
     """One archive member: where its bytes start in the file (after its local header), how it is stored."""
@@ -61,17 +67,18 @@ class ZipArchive:
         try:
             with open(self.path, "rb") as f, zipfile.ZipFile(f) as archive:
                 infos = archive.infolist()
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, struct.error, OSError) as exc:
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, struct.error, OSError,
+                NotImplementedError) as exc:  # fmt: skip
             raise CheckpointError(f"{self.path} is truncated or corrupt: its zip central directory cannot be read ({exc})")
         records: dict[str, Record] = {}
         for info in infos:
             if info.filename in records:
-                raise CheckpointError(f"{self.path} is corrupt: the zip archive names the record {info.filename} twice")
+                raise CheckpointError(f"{self.path} is corrupt: the zip archive names the record {printable(info.filename)} twice")
             records[info.filename] = self._record(info)
         return records
 
     def _record(self, info: zipfile.ZipInfo) -> Record:
-        where = f"{self.path}: zip record {info.filename}"
+        where = f"{self.path}: zip record {printable(info.filename)}"
         if info.flag_bits & 0x1:
             raise CheckpointError(f"{where} is encrypted; modscope cannot read it")
         if info.compress_type not in (STORED, DEFLATED):
@@ -79,6 +86,8 @@ class ZipArchive:
                 f"{where} is compressed with zip method {info.compress_type}; only stored and deflated records can "
                 "be read (re-save the file with torch.save)"
             )
+        if not 0 <= info.header_offset < self.size:
+            raise CheckpointError(f"{where} starts at offset {info.header_offset}, outside the {self.size}-byte file (corrupt archive)")
         header = self.pread(info.header_offset, _LOCAL.size)
         if len(header) < _LOCAL.size or header[:4] != _LOCAL_MAGIC:
             raise CheckpointError(f"{where} has no local header at offset {info.header_offset} (corrupt archive)")
@@ -119,22 +128,22 @@ class ZipArchive:
         record = self.records[name]
         if limit is not None and record.size > limit:
             raise CheckpointError(
-                f"{self.path}: its {what} {name} is {record.size} bytes uncompressed, over modscope's limit of "
+                f"{self.path}: its {what} {printable(name)} is {record.size} bytes uncompressed, over modscope's limit of "
                 f"{limit} bytes (not read)"
             )
         raw = self.pread(record.data_offset, record.compressed_size)
         if len(raw) < record.compressed_size:
-            raise CheckpointError(f"{self.path} ends early inside zip record {name} (truncated?)")
+            raise CheckpointError(f"{self.path} ends early inside zip record {printable(name)} (truncated?)")
         if record.stored:
             return raw
         inflater = zlib.decompressobj(-zlib.MAX_WBITS)
         try:
             data = inflater.decompress(raw, record.size + 1)
         except zlib.error as exc:
-            raise CheckpointError(f"{self.path}: zip record {name} does not inflate ({exc}; corrupt archive)") from None
+            raise CheckpointError(f"{self.path}: zip record {printable(name)} does not inflate ({exc}; corrupt archive)") from None
         if len(data) != record.size or zlib.crc32(data) != record.crc:
             raise CheckpointError(
-                f"{self.path}: zip record {name} inflates to other bytes than its header declares "
+                f"{self.path}: zip record {printable(name)} inflates to other bytes than its header declares "
                 f"({len(data)}{'+' if len(data) > record.size else ''} bytes, {record.size} declared; corrupt archive)"
             )
         return data

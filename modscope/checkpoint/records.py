@@ -77,6 +77,7 @@ class ArchiveReader(CheckpointReader):
             )
         for name, t in self._memory.items():
             self._entries[name] = TensorMeta(tuple(t.shape), t.dtype, storage=None)
+        archive.close()  # reopened only if a deflated or byte-swapped record is read
 
     def _check(self, name: str, t: StoredTensor) -> None:
         path, name = self.path, printable(name)

@@ -52,16 +52,20 @@ class ZipArchive:
 
     def __init__(self, path: str):
         self.path = path
+        self._fd: int | None = None
         try:
-            self._fd = os.open(path, os.O_RDONLY)
-        except OSError as exc:
-            raise CheckpointError(f"cannot read {path}: {exc.strerror}") from None
-        try:
-            self.size = os.fstat(self._fd).st_size
+            self.size = os.fstat(self._open()).st_size
             self.records = self._read_directory()
-        except BaseException:
-            self.close()
-            raise
+        finally:
+            self.close()  # a descriptor is held only while reading (a sharded checkpoint may have hundreds)
+
+    def _open(self) -> int:
+        if self._fd is None:
+            try:
+                self._fd = os.open(self.path, os.O_RDONLY)
+            except OSError as exc:
+                raise CheckpointError(f"cannot read {self.path}: {exc.strerror}") from None
+        return self._fd
 
     def _read_directory(self) -> dict[str, Record]:
         try:
@@ -114,9 +118,9 @@ class ZipArchive:
         return Record(info.filename, data_offset, info.file_size, info.compress_size, info.compress_type, info.CRC)
 
     def pread(self, offset: int, nbytes: int) -> bytes:
-        chunks, done = [], 0
+        fd, chunks, done = self._open(), [], 0
         while done < nbytes:
-            got = os.pread(self._fd, nbytes - done, offset + done)
+            got = os.pread(fd, nbytes - done, offset + done)
             if not got:
                 break
             chunks.append(got)
@@ -157,7 +161,8 @@ class ZipArchive:
         return found[0][: -len(marker)]
 
     def close(self) -> None:
-        fd, self._fd = getattr(self, "_fd", None), None
+        """Release the descriptor (reads reopen the file)."""
+        fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)
 

@@ -1,7 +1,7 @@
 """TARGET -> nn.Module.
 
 Forms: ``path/to/file.py:Name``, ``package.module:Name`` (Name may be dotted: ``file.py:Outer.build``), a
-TorchScript archive, or a whole pickled module (only with ``trust=True``: unpickling runs code).
+TorchScript archive or a whole pickled module (both only with ``trust=True``: loading them runs code).
 Name may be an nn.Module subclass, a factory returning a module, or a module instance.
 """
 from __future__ import annotations
@@ -245,15 +245,23 @@ def _check_signature(obj, label: str, kwargs: dict[str, Any]) -> None:
 
 def is_torchscript(path: Path) -> bool:
     """TorchScript archives are zip files with a code/ folder and constants.pkl."""
-    if not path.is_file() or not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any(n.endswith("/constants.pkl") or "/code/" in n for n in archive.namelist())
+    try:
+        if not path.is_file() or not zipfile.is_zipfile(path):
+            return False
+        with zipfile.ZipFile(path) as archive:
+            return any(n.endswith("/constants.pkl") or "/code/" in n for n in archive.namelist())
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return False  # not a readable archive: torch.load below says what is wrong
 
 
 def load_saved_module(path: Path, *, trust: bool = False) -> nn.Module:
-    """A TorchScript archive, or (with ``trust``) a module saved whole with ``torch.save(model)``."""
+    """A TorchScript archive or a module saved whole with ``torch.save(model)``; both only with ``trust``
+    (loading either runs code from the file)."""
     if is_torchscript(path):
+        if not trust:
+            from modscope.checkpoint.torchscript import refusal
+
+            raise UnsafeLoadError(refusal(str(path)))
         try:
             with warnings.catch_warnings():  # torch >= 2.9 marks TorchScript deprecated; the file is what it is
                 warnings.simplefilter("ignore", FutureWarning)
@@ -261,6 +269,9 @@ def load_saved_module(path: Path, *, trust: bool = False) -> nn.Module:
         except Exception as exc:
             raise LoadError(f"cannot load TorchScript archive {path}: {_describe_exception(exc, None)}")
     if path.is_dir():
+        inner = _torchscript_in(path)
+        if inner is not None:
+            return load_saved_module(inner, trust=trust)
         raise LoadError(f"{path} is a directory, not a model: give path/to/file.py:Name or a saved model file")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -279,6 +290,18 @@ def load_saved_module(path: Path, *, trust: bool = False) -> nn.Module:
         f"{path} holds a {type(obj).__name__} (a checkpoint or state_dict), not a model: "
         "give the model as path/to/file.py:Name"
     )
+
+
+def _torchscript_in(folder: Path) -> Path | None:
+    """The TorchScript archive a checkpoint folder's detection picks (``run/model.pt``), if that is what it picks."""
+    from modscope.checkpoint import detect
+    from modscope.errors import CheckpointError
+
+    try:
+        kind, found = detect.detect(str(folder))
+    except CheckpointError:
+        return None
+    return Path(found) if kind == detect.TORCHSCRIPT else None
 
 
 def _load_trusted(path: Path):

@@ -226,7 +226,9 @@ def test_torchscript_archive_target(cli, tmp_path):
         warnings.simplefilter("ignore", FutureWarning)
         scripted = torch.jit.script(nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1)))
         torch.jit.save(scripted, str(tmp_path / "net.ts"))
-    result = cli("summary", str(tmp_path / "net.ts"), "--json")
+    refused = cli("summary", str(tmp_path / "net.ts"), "--json")  # loading TorchScript runs its code
+    assert refused.returncode == 2 and "pass --trust only if you trust its source" in refused.stderr, refused.stderr
+    result = cli("summary", str(tmp_path / "net.ts"), "--json", "--trust")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["totals"]["params"] == 16 + 5
     assert result.stderr == ""

@@ -6,7 +6,9 @@
 
 Sources: ``torch.save`` files (zip and legacy), safetensors, sharded ``*.index.json``, torch.distributed.checkpoint
 folders, a model TARGET (``file.py:Net``) or an ``nn.Module``. ``key`` picks a state dict inside a nested
-checkpoint (``state_dict``, ``model``, ``ema``); ``trust`` allows unpickling arbitrary objects (runs code).
+checkpoint (``state_dict``, ``model``, ``ema``); ``trust`` allows unpickling arbitrary objects and loading
+TorchScript archives (both run code from the file); without it a TorchScript archive's tensors are read
+from its records, nothing in it run.
 """
 from __future__ import annotations
 
@@ -111,8 +113,12 @@ def open_reader(source: str | nn.Module, *, trust: bool = False, kwargs: dict[st
     if is_object_spec(source) and not os.path.exists(source):
         return ModuleReader(source, load_model(source, kwargs=kwargs, trust=trust))
     kind, path = _detect.detect(source)
-    if kind == _detect.TORCHSCRIPT:
-        return ModuleReader(source, load_model(path), fmt="torchscript")
+    if kind == _detect.TORCHSCRIPT:  # code: loaded only with trust; otherwise its records are read inertly
+        if trust:
+            return ModuleReader(source, load_model(path, trust=True), fmt="torchscript")
+        from modscope.checkpoint.torchscript import open_torchscript
+
+        return open_torchscript(path)
     return _open_file(kind, path, trust)
 
 

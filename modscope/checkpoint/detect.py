@@ -70,12 +70,16 @@ def _detect_folder(path: str) -> tuple[str, str]:
     )
 
 
+#: what Python's zipfile raises on a damaged or unusual archive (encrypted, unknown compression, bad sizes)
+_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, RuntimeError, NotImplementedError)
+
+
 def _is_torchscript(path: str) -> bool:
     try:
         with zipfile.ZipFile(path) as archive:
             return any(n.endswith("/constants.pkl") for n in archive.namelist())
-    except (zipfile.BadZipFile, OSError):
-        return False  # truncated: the torch reader reports it
+    except _ZIP_ERRORS:
+        return False  # truncated or corrupt: the torch reader reports it
 
 
 def holds_mapping(path: str) -> bool:
@@ -86,7 +90,7 @@ def holds_mapping(path: str) -> bool:
             name = next(n for n in archive.namelist() if n.endswith("data.pkl") and n.count("/") == 1)
             with archive.open(name) as f:
                 data = f.read(4096)
-    except (zipfile.BadZipFile, OSError, StopIteration):
+    except (*_ZIP_ERRORS, StopIteration):
         return True  # corrupt: let the checkpoint reader say what is wrong
     strings: list[str] = []
     try:

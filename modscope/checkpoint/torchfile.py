@@ -1,12 +1,15 @@
 """Files written by ``torch.save``: zip archives (.pt/.pth/.bin/.ckpt) and the legacy non-zip format.
 
-A zip archive is unpickled with ``weights_only=True`` onto the ``meta`` device: torch then reads only the
-pickle (names, shapes, dtypes, strides) and records where each storage's bytes start in the file, and
-values are read from there later. Files that need code execution to unpickle are refused unless
-``trust``; legacy files cannot be mapped and are read whole.
+A zip archive's records are read and checked by ``ziparchive``; its ``data.pkl`` is unpickled by torch's
+``weights_only`` unpickler (a plain one only with ``trust``) onto ``meta`` storages, each tied to its
+``data/<key>`` record, whose declared size must fit inside the record. Values are read from the records
+later (``records.ArchiveReader``). Legacy files cannot be mapped: their layout is checked against the file
+(``legacy.check_layout``) and they are read whole.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import pickle
 import re
 from typing import Any, Mapping
@@ -15,12 +18,17 @@ import torch
 import torch.nn as nn
 
 from modscope.checkpoint import nested
-from modscope.checkpoint.base import CheckpointReader, FileSpans, TensorMeta
+from modscope.checkpoint.base import CheckpointReader
 from modscope.checkpoint.memory import TensorDictReader
 from modscope.checkpoint.module import state_tensors
-from modscope.errors import CheckpointError, UnsafeLoadError
+from modscope.checkpoint.records import ArchiveReader, StoredTensor, byteorder
+from modscope.checkpoint.ziparchive import ZipArchive, printable
+from modscope.errors import CheckpointError, ModscopeError, UnsafeLoadError
 
 ZIP_MAGIC = b"PK\x03\x04"
+
+#: the largest data.pkl modscope unpickles (a state dict of 100,000 tensors pickles to about 10 MB)
+MAX_PICKLE_BYTES = 64 << 20
 
 
 def unsafe_message(path: str, detail: str = "") -> str:
@@ -34,8 +42,17 @@ def unsafe_message(path: str, detail: str = "") -> str:
 def load_pickled(source, *, trust: bool, label: str | None = None, **kwargs) -> Any:
     """``torch.load`` with ``weights_only`` unless ``trust``; every failure becomes one CheckpointError line."""
     path = label or str(source)
-    try:
+    with unpickling_errors(path, trust):
         return torch.load(source, weights_only=not trust, **kwargs)
+
+
+@contextlib.contextmanager
+def unpickling_errors(path: str, trust: bool):
+    """Turn what unpickling a damaged or hostile file raises into one UnsafeLoadError/CheckpointError line."""
+    try:
+        yield
+    except ModscopeError:
+        raise
     except pickle.UnpicklingError as exc:
         text = str(exc)
         if not trust and ("Weights only load failed" in text or "Unsupported global" in text):
@@ -91,80 +108,98 @@ def _join(prefix: str, key: str) -> str:
     return f"{prefix}.{key}" if prefix and key else (prefix or key)
 
 
-class TorchZipReader(CheckpointReader):
-    """A ``torch.save`` zip archive, read through the storage offsets torch records when loading to meta."""
-
-    format = "torch"
-
-    def __init__(self, path: str, *, trust: bool = False, base: int = 0, obj: Any = None):
-        super().__init__(path)
-        if obj is None:
-            obj = load_pickled(path, trust=trust, map_location="meta")
-        self._files = FileSpans()
-        tensors, self._root, self._metadata = flatten(obj, path)
-        self._meta: dict[str, torch.Tensor] = tensors
-        self._entries: dict[str, TensorMeta] = {}
-        self._starts: dict[str, int] = {}  # file offset of the storage each tensor lives in
-        for name, t in tensors.items():
-            start = getattr(t.untyped_storage(), "_checkpoint_offset", None)
-            if start is None:
-                raise _NoOffsets
-            self._starts[name] = base + start
-            self._entries[name] = TensorMeta(
-                tuple(t.shape), t.dtype, storage=(path, base + start), offset=t.storage_offset() * t.element_size()
-            )
-
-    def entries(self) -> dict[str, TensorMeta]:
-        return self._entries
-
-    def containers(self):
-        return self._root
-
-    def metadata(self):
-        return self._metadata
-
-    def read(self, name: str) -> torch.Tensor:
-        t = self._meta[name]
-        if t.is_contiguous():
-            return self._files.tensor(self.path, self._data_offset(name), tuple(t.shape), t.dtype)
-        span = t.untyped_storage().nbytes() // t.element_size()
-        whole = self._files.tensor(self.path, self._starts[name], (span,), t.dtype)
-        return whole.as_strided(t.shape, t.stride(), whole.storage_offset() + t.storage_offset())
-
-    def read_into(self, name: str, start: int, out: torch.Tensor) -> None:
-        if self._meta[name].is_contiguous():
-            self._files.read_into(self.path, self._data_offset(name) + start * out.element_size(), out)
-        else:
-            super().read_into(name, start, out)
-
-    def locate(self, name: str, start: int, count: int) -> tuple[str, int] | None:
-        t = self._meta[name]
-        return (self.path, self._data_offset(name) + start * t.element_size()) if t.is_contiguous() else None
-
-    def _data_offset(self, name: str) -> int:
-        t = self._meta[name]
-        return self._starts[name] + t.storage_offset() * t.element_size()
-
-    def close(self) -> None:
-        super().close()
-        self._files.close()
-
-
-class _NoOffsets(Exception):
-    """This torch does not record storage offsets when loading to meta (older releases)."""
-
-
 def open_torch_zip(path: str, *, trust: bool) -> CheckpointReader:
+    """A ``torch.save`` zip archive: tensors described from its pickle, values read from its records."""
+    archive = ZipArchive(path)
     try:
-        return TorchZipReader(path, trust=trust)
-    except _NoOffsets:  # older torch: memory-map instead (pages touched while reading count as resident)
-        obj = load_pickled(path, trust=trust, map_location="cpu", mmap=True)
-        tensors, root, metadata = flatten(obj, path)
-        return TensorDictReader(path, tensors, fmt="torch", containers=root, metadata=metadata)
+        root = archive.root()
+        order = byteorder(archive, root)
+        data = archive.read_bytes(root + "data.pkl", limit=MAX_PICKLE_BYTES, what="pickle")
+        with unpickling_errors(path, trust):
+            obj = _unpickle(data, archive, root, trust)
+        tensors, containers, metadata = flatten(obj, path)
+        stored, in_memory = _stored(tensors, path)
+        return ArchiveReader(
+            archive, stored, order=order, fmt="torch", in_memory=in_memory, containers=containers, metadata=metadata
+        )
+    except BaseException:
+        archive.close()
+        raise
+
+
+def _unpickle(data: bytes, archive: ZipArchive, root: str, trust: bool) -> Any:
+    """``data.pkl`` onto meta storages, each marked with its record; declared sizes checked against records."""
+    storages: dict[str, torch.UntypedStorage] = {}
+
+    def persistent_load(pid):
+        if not isinstance(pid, tuple) or len(pid) != 5 or pid[0] not in ("storage", b"storage"):
+            raise CheckpointError(f"{archive.path} is corrupt: unknown persistent id in its pickle ({str(pid)[:60]})")
+        storage_type, key, numel = pid[1], str(pid[2]), pid[4]
+        shown = printable(key, 40)
+        dtype = torch.uint8 if storage_type is torch.UntypedStorage else getattr(storage_type, "dtype", None)
+        if not isinstance(dtype, torch.dtype) or not isinstance(numel, int) or numel < 0:
+            raise CheckpointError(f"{archive.path} is corrupt: storage {shown} has an unknown type or size")
+        name = f"{root}data/{key}"
+        record = archive.records.get(name)
+        if record is None:
+            raise CheckpointError(f"{archive.path} is corrupt: its pickle names storage {shown}, but the record {printable(name)} is missing")
+        nbytes = numel * dtype.itemsize
+        if nbytes > record.size:
+            raise CheckpointError(
+                f"{archive.path} is corrupt: storage {shown} declares {numel} elements ({nbytes} bytes) but its "
+                f"record holds {record.size} bytes"
+            )
+        storage = storages.get(key)
+        if storage is None:
+            storage = storages[key] = torch.UntypedStorage(nbytes, device="meta")
+            storage._modscope_record = name
+        return torch.storage.TypedStorage(wrap_storage=storage, dtype=dtype, _internal=True)
+
+    if trust:
+        unpickler = _TrustedUnpickler(io.BytesIO(data), encoding="utf-8")
+    else:
+        from torch._weights_only_unpickler import Unpickler
+
+        unpickler = Unpickler(io.BytesIO(data), encoding="utf-8")
+    unpickler.persistent_load = persistent_load
+    return unpickler.load()
+
+
+class _TrustedUnpickler(pickle.Unpickler):
+    """What ``torch.load(weights_only=False)`` unpickles with (runs the file's code: only with ``trust``)."""
+
+    def find_class(self, module, name):
+        if isinstance(name, str) and "Storage" in name:
+            with contextlib.suppress(KeyError):
+                return torch.serialization.StorageType(name)
+        return super().find_class("torch._tensor" if module == "torch.tensor" else module, name)
+
+
+def _stored(tensors: dict[str, torch.Tensor], path: str) -> tuple[dict[str, StoredTensor], dict[str, torch.Tensor]]:
+    """Each meta tensor's record and view; tensors the pickle holds by value (not in a record) kept aside."""
+    stored: dict[str, StoredTensor] = {}
+    in_memory: dict[str, torch.Tensor] = {}
+    for name, t in tensors.items():
+        if t.layout != torch.strided or t.is_quantized or t.is_conj() or t.is_neg():
+            raise CheckpointError(f"{path}: tensor {printable(name)} is {t.layout}/quantized/conjugated; modscope reads plain dense tensors only")
+        if not t.is_meta:
+            in_memory[name] = t
+            continue
+        storage = t.untyped_storage()
+        record = getattr(storage, "_modscope_record", None)
+        if record is None:
+            raise CheckpointError(f"{path}: tensor {printable(name)} has no stored data (was it saved from the meta device?)")
+        stored[name] = StoredTensor(
+            record, t.dtype, tuple(t.shape), tuple(t.stride()), t.storage_offset(), storage.nbytes()
+        )
+    return stored, in_memory
 
 
 def open_torch_legacy(path: str, *, trust: bool) -> CheckpointReader:
-    """The pre-1.6 format cannot be memory-mapped: its tensors are read into memory."""
+    """The pre-1.6 format cannot be memory-mapped: its layout is checked, then its tensors are read into memory."""
+    from modscope.checkpoint.legacy import check_layout
+
+    check_layout(path)
     obj = load_pickled(path, trust=trust, map_location="cpu")
     tensors, root, metadata = flatten(obj, path)
     return TensorDictReader(path, tensors, fmt="torch-legacy", containers=root, metadata=metadata)

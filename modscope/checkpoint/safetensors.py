@@ -80,6 +80,7 @@ def _parse(path: str):
     finally:
         os.close(fd)
     header = load_json(raw, f"{path} has a corrupt safetensors header", max_depth=3)
+    del raw  # a million-entry header: its text and its objects need not be held together
     if not isinstance(header, dict):
         raise CheckpointError(f"{path} has a corrupt safetensors header: not a JSON object")
     metadata = header.pop("__metadata__", None)
@@ -96,6 +97,7 @@ def _parse(path: str):
 def _validate(path: str, header: dict, data_start: int, data_size: int):
     """name -> TensorMeta and name -> file offset, in file order; entries contiguous and covering the data."""
     spans = sorted(((_entry(path, name, info, data_size), name) for name, info in header.items()), key=_span)
+    header.clear()  # its objects are no longer needed: the spans hold what was checked
     entries: dict[str, TensorMeta] = {}
     offsets: dict[str, int] = {}
     expected, previous = 0, None

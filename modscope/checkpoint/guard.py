@@ -53,14 +53,6 @@ def regular_file(path: str) -> os.stat_result:
     return st
 
 
-def is_regular(path: str) -> bool:
-    """Whether ``path`` is (a symlink to) a regular file; never raises."""
-    try:
-        return stat.S_ISREG(os.stat(path).st_mode)
-    except (OSError, ValueError):
-        return False
-
-
 def open_regular(path: str) -> int:
     """A read-only descriptor of ``path``, refused unless it is a regular file.
 

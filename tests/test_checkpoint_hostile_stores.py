@@ -382,3 +382,12 @@ def test_an_unreadable_file_is_one_line(tmp_path):
     path = write_safetensors(tmp_path / "m.safetensors", {"a": torch.ones(2)})
     path.chmod(0)
     _cli_refuses(str(path), "cannot read")
+
+
+def test_dicts_nested_past_the_cap_are_refused():
+    from modscope.checkpoint import nested
+
+    fine = nested.build({"w": tuple(str(i) for i in range(nested.MAX_NESTING)) + ("w",)}, {"w"})
+    assert fine.count() == 1
+    with pytest.raises(CheckpointError, match="nests dicts more than 1000 deep"):
+        nested.build({"w": tuple(str(i) for i in range(100_000)) + ("w",)}, {"w"})

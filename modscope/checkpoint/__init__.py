@@ -161,8 +161,9 @@ def is_checkpoint_path(target: str) -> bool:
         return False
     try:
         kind, path = _detect.detect(target)
-    except CheckpointError:  # unreadable: report it as a checkpoint when it is named like one
-        return os.path.isdir(target) or target.endswith(_CHECKPOINT_SUFFIXES)
+    except CheckpointError:  # unreadable, or a FIFO/device/socket: report it as a checkpoint when it is named
+        special = os.path.exists(target) and not os.path.isfile(target)  # like one, or not a regular file
+        return special or target.endswith(_CHECKPOINT_SUFFIXES)
     if kind == _detect.TORCHSCRIPT:
         return False
     if kind == _detect.TORCH:

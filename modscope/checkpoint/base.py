@@ -15,10 +15,11 @@ from typing import Hashable
 
 import torch
 
+from modscope.checkpoint.guard import open_regular, regular_file
 from modscope.errors import CheckpointError
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TensorMeta:
     """Shape and dtype of one stored tensor, and which bytes it lives in.
 
@@ -117,9 +118,14 @@ class FileSpans:
         """Fill contiguous ``out`` with the bytes of ``path`` starting at ``offset``."""
         view = memoryview(out.view(-1).view(torch.uint8).numpy())
         fd = self._fd(path)
+        if offset < 0:
+            raise CheckpointError(f"{path}: a read at offset {offset} was asked for (corrupt checkpoint metadata)")
         done = 0
         while done < len(view):
-            got = os.preadv(fd, [view[done:]], offset + done)
+            try:
+                got = os.preadv(fd, [view[done:]], offset + done)
+            except OSError as exc:
+                raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
             if got <= 0:
                 raise CheckpointError(f"{path} ends early: expected {len(view)} bytes at offset {offset} (truncated?)")
             done += got
@@ -144,19 +150,20 @@ class FileSpans:
             return out
         storage = self._maps.get(path)
         if storage is None:
-            storage = torch.UntypedStorage.from_file(path, False, os.path.getsize(path))
+            size = os.fstat(self._fd(path)).st_size  # a regular file: checked when its descriptor was opened
+            storage = torch.UntypedStorage.from_file(path, False, size) if size else torch.UntypedStorage(0)
             self._maps[path] = storage
+        if offset < 0 or offset + nbytes > storage.nbytes():
+            raise CheckpointError(
+                f"{path} is truncated: {nbytes} bytes at offset {offset} do not fit in its {storage.nbytes()} bytes"
+            )
         flat = torch.empty(0, dtype=dtype).set_(storage, offset // dtype.itemsize, (prod(shape),), (1,))
         return flat.view(shape)
 
     def _fd(self, path: str) -> int:
         fd = self._fds.get(path)
         if fd is None:
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except OSError as exc:
-                raise CheckpointError(f"cannot read {path}: {exc.strerror}")
-            self._fds[path] = fd
+            fd = self._fds[path] = open_regular(path)
         return fd
 
     def close(self) -> None:
@@ -167,7 +174,5 @@ class FileSpans:
 
 
 def file_size(path: str) -> int:
-    try:
-        return os.path.getsize(path)
-    except OSError as exc:
-        raise CheckpointError(f"cannot read {path}: {exc.strerror}")
+    """Size of a regular file (anything else, or a file that cannot be read, is one CheckpointError line)."""
+    return regular_file(path).st_size

@@ -1,80 +1,26 @@
 """``torch.distributed.checkpoint`` (DCP) directories: a pickled ``.metadata`` plus ``*.distcp`` data files.
 
-torch's own ``FileSystemReader.read_metadata`` is a plain ``pickle.load`` (it would run code from a hostile
-file); here ``.metadata`` goes through an unpickler that only resolves DCP's own metadata classes. Each
-stored chunk is a small ``torch.save`` archive (or raw bytes) at an offset of a data file; values are read
-by file offset, chunk by chunk, like any other format.
+``.metadata`` is unpickled safely and validated by ``dcp_metadata`` (types, chunk boxes, data files inside
+the folder, byte ranges inside the files). Each stored chunk is a small ``torch.save`` archive (or raw
+bytes) at an offset of a data file; values are read by file offset, chunk by chunk, like any other format.
 """
 from __future__ import annotations
 
-import importlib
 import io
 import os
-import pickle
+import zipfile
 from dataclasses import dataclass
 from math import prod
 
 import torch
 
 from modscope.checkpoint import nested
-from modscope.checkpoint.base import CheckpointReader, FileSpans, TensorMeta, file_size
-from modscope.checkpoint.torchfile import ZIP_MAGIC, load_pickled, unsafe_message
-from modscope.errors import CheckpointError, UnsafeLoadError
+from modscope.checkpoint.base import CheckpointReader, FileSpans, TensorMeta
+from modscope.checkpoint.dcp_metadata import METADATA, Chunk, check, read_metadata
+from modscope.checkpoint.torchfile import ZIP_MAGIC, load_pickled
+from modscope.errors import CheckpointError
 
-METADATA = ".metadata"
-
-_DCP_CLASSES = {
-    "torch.distributed.checkpoint.metadata": {
-        "Metadata", "TensorStorageMetadata", "TensorProperties", "ChunkStorageMetadata", "BytesStorageMetadata",
-        "MetadataIndex", "StorageMeta", "_MEM_FORMAT_ENCODING",
-    },
-    "torch.distributed.checkpoint.filesystem": {"_StorageInfo"},
-    "torch.serialization": {"_get_layout"},
-    "torch": {"Size"},
-    "collections": {"OrderedDict"},
-    "pathlib": {"Path", "PosixPath", "WindowsPath", "PurePosixPath", "PureWindowsPath"},
-}  # fmt: skip
-
-
-class _Refused(pickle.UnpicklingError):
-    """The metadata names a global outside the allowed set."""
-
-
-class _MetadataUnpickler(pickle.Unpickler):
-    """Resolves only the classes DCP metadata is made of (and torch dtypes); anything else is refused."""
-
-    def find_class(self, module: str, name: str):
-        allowed = name in _DCP_CLASSES.get(module, ()) or (
-            module == "torch" and isinstance(getattr(torch, name, None), torch.dtype)
-        )
-        if not allowed:
-            raise _Refused(f"{module}.{name}")
-        return super().find_class(module, name)
-
-
-def read_metadata(folder: str, *, trust: bool):
-    path = os.path.join(folder, METADATA)
-    if not torch.distributed.is_available():
-        raise CheckpointError(f"{folder} is a torch.distributed.checkpoint folder, but this torch has no torch.distributed")
-    importlib.import_module("torch.distributed.checkpoint.filesystem")  # classes the metadata refers to
-    dcp_metadata = importlib.import_module("torch.distributed.checkpoint.metadata")
-
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as exc:
-        raise CheckpointError(f"cannot read {path}: {exc.strerror}")
-    if not raw:
-        raise CheckpointError(f"{path} is empty")
-    try:
-        metadata = pickle.loads(raw) if trust else _MetadataUnpickler(io.BytesIO(raw)).load()
-    except _Refused as exc:
-        raise UnsafeLoadError(unsafe_message(path, f"such as {exc}"))
-    except Exception as exc:  # truncated or garbled pickle
-        raise CheckpointError(f"{path} is truncated or corrupt: {type(exc).__name__}: {exc}")
-    if not isinstance(metadata, dcp_metadata.Metadata):
-        raise CheckpointError(f"{path} is not torch.distributed.checkpoint metadata")
-    return metadata, dcp_metadata
+__all__ = ["DcpReader", "METADATA", "read_metadata"]
 
 
 @dataclass(frozen=True)
@@ -94,36 +40,17 @@ class DcpReader(CheckpointReader):
         super().__init__(folder)
         self._trust = trust
         self._files = FileSpans()
-        metadata, md = read_metadata(folder, trust=trust)
-        storage = {(index.fqn, tuple(index.offset or ())): info for index, info in (metadata.storage_data or {}).items()}
-        planner = metadata.planner_data if isinstance(metadata.planner_data, dict) else {}
+        checked = check(*read_metadata(folder, trust=trust), folder)
+        self.others = checked.others  # names saved as pickled bytes (step counters, param groups)
         self._entries: dict[str, TensorMeta] = {}
-        self._chunks: dict[str, list] = {}
-        paths: dict[str, tuple] = {}
-        needed: dict[str, int] = {}
-        for fqn, item in metadata.state_dict_metadata.items():
-            paths[fqn] = tuple(planner.get(fqn, (fqn,)))
-            if not isinstance(item, md.TensorStorageMetadata):
-                continue  # pickled non-tensor values (step counters, param groups)
-            shape = tuple(int(d) for d in item.size)
-            self._entries[fqn] = TensorMeta(shape, item.properties.dtype, storage=(folder, fqn))
-            chunks = []
-            for chunk in item.chunks:
-                info = storage.get((fqn, tuple(chunk.offsets)))
-                if info is None:
-                    raise CheckpointError(f"{folder}: {METADATA} lists {fqn!r} but no data file holds it")
-                file = os.path.join(folder, info.relative_path)
-                needed[file] = max(needed.get(file, 0), info.offset + info.length)
-                chunks.append((tuple(chunk.offsets), tuple(chunk.sizes), file, info))
+        self._chunks: dict[str, list[Chunk]] = {}
+        for fqn, (shape, dtype, chunks) in checked.tensors.items():
+            self._entries[fqn] = TensorMeta(shape, dtype, storage=(folder, fqn))
             self._chunks[fqn] = chunks
-        for file, end in needed.items():
-            if not os.path.isfile(file):
-                raise CheckpointError(f"{folder} is incomplete: data file {os.path.basename(file)} is missing")
-            if file_size(file) < end:
-                raise CheckpointError(f"{folder} is truncated: {os.path.basename(file)} is shorter than its metadata says")
         scalars = {n for n, m in self._entries.items() if not m.shape}
-        self._root = nested.build(paths, set(self._entries), scalars)
+        self._root = nested.build(checked.paths, set(self._entries), scalars)
         self._pieces: dict[str, list[_Piece] | None] = {}
+        self._starts: dict[tuple[str, int], int] = {}  # (file, chunk offset) -> byte of its first element
 
     def entries(self) -> dict[str, TensorMeta]:
         return self._entries
@@ -173,45 +100,89 @@ class DcpReader(CheckpointReader):
         """Contiguous pieces when chunks split the tensor along dim 0 only (or not at all), else None."""
         if name not in self._pieces:
             meta = self._entries[name]
-            chunks = sorted(self._chunks[name])
+            chunks = sorted(self._chunks[name], key=lambda c: c.offsets)
             row = prod(meta.shape[1:]) if meta.shape else 1
-            if all(sizes[1:] == meta.shape[1:] and not any(offsets[1:]) for offsets, sizes, _, _ in chunks):
+            if all(c.sizes[1:] == meta.shape[1:] and not any(c.offsets[1:]) for c in chunks):
                 self._pieces[name] = [
-                    _Piece(offsets[0] * row if offsets else 0, prod(sizes), file, self._data_offset(name, file, info, sizes))
-                    for offsets, sizes, file, info in chunks
+                    _Piece(c.offsets[0] * row if c.offsets else 0, prod(c.sizes), c.file, self._data_offset(name, c))
+                    for c in chunks
                 ]
             else:
                 self._pieces[name] = None
         return self._pieces[name]
 
     def _assemble(self, name: str, out: torch.Tensor) -> None:
-        for offsets, sizes, file, info in self._chunks[name]:
+        for c in self._chunks[name]:
             region = out
-            for dim, (o, s) in enumerate(zip(offsets, sizes)):
+            for dim, (o, s) in enumerate(zip(c.offsets, c.sizes)):
                 region = region.narrow(dim, o, s)
-            chunk = self._files.tensor(file, self._data_offset(name, file, info, sizes), sizes, out.dtype)
-            region.copy_(chunk)
+            region.copy_(self._files.tensor(c.file, self._data_offset(name, c), c.sizes, out.dtype))
 
-    def _data_offset(self, name: str, file: str, info, sizes: tuple[int, ...]) -> int:
-        """Where a stored chunk's first element is: inside its small torch.save archive, or raw at the offset."""
-        if info.transform_descriptors:
+    def _data_offset(self, name: str, chunk: Chunk) -> int:
+        """Where a stored chunk's first element is, checked to lie within the chunk's bytes: inside its small
+        torch.save archive (from the archive's own record headers), or raw at the chunk's offset."""
+        key = (chunk.file, chunk.offset)
+        if key not in self._starts:
+            self._starts[key] = self._find_data(name, chunk)
+        return self._starts[key]
+
+    def _find_data(self, name: str, chunk: Chunk) -> int:
+        if chunk.transforms:
             raise CheckpointError(
-                f"{self.path}: {name!r} is stored with transforms ({', '.join(info.transform_descriptors)}), "
+                f"{self.path}: {name!r} is stored with transforms ({', '.join(chunk.transforms)}), "
                 "which modscope cannot read yet"
             )
         dtype = self._entries[name].dtype
-        head = torch.empty(4, dtype=torch.uint8)
-        self._files.read_into(file, info.offset, head[: min(4, info.length)])
-        if bytes(head.tolist()) == ZIP_MAGIC:
-            with open(file, "rb") as f:
-                window = _FileSlice(f, info.offset, info.length)
-                t = load_pickled(window, label=f"{file} (at byte {info.offset})", trust=self._trust, map_location="meta")
-            if not isinstance(t, torch.Tensor) or tuple(t.shape) != tuple(sizes) or not t.is_contiguous():
-                raise CheckpointError(f"{self.path}: stored chunk of {name!r} is not the tensor its metadata describes")
-            return info.offset + t.untyped_storage()._checkpoint_offset + t.storage_offset() * t.element_size()
-        if info.length == prod(sizes) * dtype.itemsize:
-            return info.offset
-        raise CheckpointError(f"{self.path}: cannot decode the stored chunk of {name!r}")
+        nbytes = prod(chunk.sizes) * dtype.itemsize
+        head = torch.zeros(4, dtype=torch.uint8)
+        if chunk.length:
+            self._files.read_into(chunk.file, chunk.offset, head[: min(4, chunk.length)])
+        if bytes(head.tolist()) != ZIP_MAGIC:
+            if chunk.length == nbytes:
+                return chunk.offset
+            raise CheckpointError(
+                f"{self.path}: cannot decode the stored chunk of {name!r} ({chunk.length} bytes, neither a "
+                f"torch.save archive nor the {nbytes} raw bytes its shape needs)"
+            )
+        label = f"{chunk.file} (at byte {chunk.offset})"
+        with open(chunk.file, "rb") as f:
+            window = _FileSlice(f, chunk.offset, chunk.length)
+            t = load_pickled(window, label=label, trust=self._trust, map_location="meta")
+            if not isinstance(t, torch.Tensor) or tuple(t.shape) != chunk.sizes or t.dtype != dtype or not t.is_contiguous():
+                raise CheckpointError(f"{self.path}: the stored chunk of {name!r} is not the tensor its metadata describes")
+            start, size = _stored_record(window, getattr(t.untyped_storage(), "_checkpoint_offset", None), label)
+        first = t.storage_offset() * t.element_size()
+        if first + nbytes > min(size, t.untyped_storage().nbytes()):
+            raise CheckpointError(f"{label}: the record of {name!r} holds {size} bytes, fewer than its chunk needs")
+        return chunk.offset + start + first
+
+
+def _stored_record(window: "_FileSlice", claimed, label: str) -> tuple[int, int]:
+    """(data start within the archive, size) of the archive's storage record, read from its own zip headers:
+    the one data record, or the one torch's offset points at. Compressed records are refused (their bytes
+    are not the values)."""
+    try:
+        with zipfile.ZipFile(io.BufferedReader(window)) as archive:
+            infos = [info for info in archive.infolist() if "/data/" in info.filename]
+        records = []
+        for info in infos:
+            window.seek(info.header_offset)
+            local = window.read(30)
+            if len(local) < 30 or local[:4] != ZIP_MAGIC:
+                raise CheckpointError(f"{label} is corrupt: a record header is missing")
+            name_len, extra_len = int.from_bytes(local[26:28], "little"), int.from_bytes(local[28:30], "little")
+            records.append((info.header_offset + 30 + name_len + extra_len, info))
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise CheckpointError(f"{label} is corrupt: {exc}") from None
+    chosen = [r for r in records if len(records) == 1 or r[0] == claimed]
+    if len(chosen) != 1:
+        raise CheckpointError(f"{label}: cannot tell which record holds the chunk's values")
+    start, info = chosen[0]
+    if info.compress_type != zipfile.ZIP_STORED or info.file_size != info.compress_size:
+        raise CheckpointError(f"{label}: the chunk's values are stored compressed, which modscope cannot read in place")
+    if start + info.file_size > window.size:
+        raise CheckpointError(f"{label} is truncated: its record reaches past the chunk's bytes")
+    return start, info.file_size
 
 
 class _FileSlice(io.RawIOBase):
@@ -219,6 +190,10 @@ class _FileSlice(io.RawIOBase):
 
     def __init__(self, f, offset: int, length: int):
         self._f, self._offset, self._length, self._pos = f, offset, length, 0
+
+    @property
+    def size(self) -> int:
+        return self._length
 
     def readable(self) -> bool:
         return True
@@ -230,7 +205,10 @@ class _FileSlice(io.RawIOBase):
         return self._pos
 
     def seek(self, pos: int, whence: int = 0) -> int:
-        self._pos = {0: pos, 1: self._pos + pos, 2: self._length + pos}[whence]
+        target = {0: pos, 1: self._pos + pos, 2: self._length + pos}[whence]
+        if target < 0:  # as a real file does; never a read before the window
+            raise OSError(22, "Invalid argument")
+        self._pos = target
         return self._pos
 
     def readinto(self, buffer) -> int:

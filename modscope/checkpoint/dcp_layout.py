@@ -27,6 +27,7 @@ def dcp_layout(ckpt) -> DcpLayout | None:
     if ckpt.format != "dcp" or chunks_of is None:
         return None
     folder = reader.path
+    real_folder = os.path.realpath(folder)
     full_names = getattr(ckpt, "_full", None) or {n: n for n in ckpt.entries()}
     entries = ckpt.entries()
     tensors: list[TensorLayout] = []
@@ -36,10 +37,10 @@ def dcp_layout(ckpt) -> DcpLayout | None:
     for local, full in full_names.items():
         meta = entries[local]
         chunks = []
-        for offsets, sizes, path, info in sorted(chunks_of.get(full, ()), key=lambda c: tuple(c[0])):
-            rel = os.path.relpath(path, folder)
-            chunks.append(ChunkInfo(tuple(int(o) for o in offsets), tuple(int(s) for s in sizes), rel, int(info.offset), int(info.length)))
-            file_bytes[rel] += int(info.length)
+        for c in sorted(chunks_of.get(full, ()), key=lambda c: c.offsets):
+            rel = os.path.relpath(c.file, real_folder)  # inside the folder: checked when the metadata was read
+            chunks.append(ChunkInfo(c.offsets, c.sizes, rel, c.offset, c.length))
+            file_bytes[rel] += c.length
             file_chunks[rel] += 1
             file_tensors[rel].add(local)
         tensors.append(
@@ -52,11 +53,10 @@ def dcp_layout(ckpt) -> DcpLayout | None:
             )
         )
     files = tuple(
-        DcpFile(name, _size(os.path.join(folder, name)), file_bytes[name], file_chunks[name], len(file_tensors[name]))
+        DcpFile(name, _size(os.path.join(real_folder, name)), file_bytes[name], file_chunks[name], len(file_tensors[name]))
         for name in sorted(file_bytes, key=_natural)
     )
-    other = _non_tensor_entries(folder, reader)
-    return DcpLayout(files=files, tensors=tuple(tensors), non_tensor=other)
+    return DcpLayout(files=files, tensors=tuple(tensors), non_tensor=tuple(reader.others))
 
 
 def _split(shape: tuple[int, ...], chunks: list[ChunkInfo]) -> tuple[int, ...]:
@@ -86,19 +86,6 @@ def _natural(name: str):
     return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
 
 
-def _non_tensor_entries(folder: str, reader) -> tuple[str, ...]:
-    """Names saved as pickled bytes (optimizer param_groups, step counters, RNG state, user objects)."""
-    try:
-        from modscope.checkpoint.dcp import read_metadata
-
-        metadata, md = read_metadata(folder, trust=getattr(reader, "_trust", False))
-    except Exception:
-        return ()
-    return tuple(
-        fqn for fqn, item in metadata.state_dict_metadata.items() if not isinstance(item, md.TensorStorageMetadata)
-    )
-
-
 # --- bounded-memory reads of column-split tensors ----------------------------------------------------------
 
 
@@ -116,26 +103,18 @@ def read_rows_into(reader, name: str, start: int, out: torch.Tensor) -> None:
     first, last = start // row, -(-(start + count) // row)
     block = torch.empty((last - first, *shape[1:]), dtype=out.dtype)
     itemsize = block.element_size()
-    for offsets, sizes, path, info in reader._chunks[name]:
+    for chunk in reader._chunks[name]:
+        offsets, sizes = chunk.offsets, chunk.sizes
         lo, hi = max(first, offsets[0]), min(last, offsets[0] + sizes[0])
         if lo >= hi:
             continue
         chunk_row = prod(sizes[1:]) if len(sizes) > 1 else 1
         rows = torch.empty((hi - lo, *sizes[1:]), dtype=out.dtype)
-        base = _data_offset(reader, name, path, info, tuple(sizes))
-        reader._files.read_into(path, base + (lo - offsets[0]) * chunk_row * itemsize, rows)
+        base = reader._data_offset(name, chunk)  # cached by the reader
+        reader._files.read_into(chunk.file, base + (lo - offsets[0]) * chunk_row * itemsize, rows)
         region = block.narrow(0, lo - first, hi - lo)
         for dim in range(1, len(shape)):
             region = region.narrow(dim, offsets[dim], sizes[dim])
         region.copy_(rows)
     skip = start - first * row
     out.copy_(block.reshape(-1)[skip : skip + count])
-
-
-def _data_offset(reader, name, path, info, sizes) -> int:
-    """The reader's own decoding of where a chunk's first element is, cached: it parses a small archive."""
-    cache = reader.__dict__.setdefault("_modscope_chunk_offsets", {})
-    key = (name, path, int(info.offset))
-    if key not in cache:
-        cache[key] = reader._data_offset(name, path, info, sizes)
-    return cache[key]

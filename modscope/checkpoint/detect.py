@@ -5,6 +5,7 @@ import os
 import pickletools
 import zipfile
 
+from modscope.checkpoint.guard import open_regular, read_at, regular_file
 from modscope.checkpoint.safetensors import looks_like_safetensors
 from modscope.errors import CheckpointError
 
@@ -23,14 +24,12 @@ def detect(path: str) -> tuple[str, str]:
     """(kind, file or folder to open). Folders: DCP, an index, or a single weights file inside."""
     if os.path.isdir(path):
         return _detect_folder(path)
-    if not os.path.exists(path):
-        raise CheckpointError(f"{path}: no such file or directory")
+    fd = open_regular(path)  # FIFOs, devices and sockets are refused before anything blocks on them
     try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as f:
-            head = f.read(64)
-    except OSError as exc:
-        raise CheckpointError(f"cannot read {path}: {exc.strerror}")
+        size = os.fstat(fd).st_size
+        head = read_at(fd, path, 0, min(size, 64))
+    finally:
+        os.close(fd)
     if size == 0:
         raise CheckpointError(f"{path} is empty")
     if head.startswith(b"PK\x03\x04"):
@@ -48,13 +47,15 @@ def detect(path: str) -> tuple[str, str]:
 
 
 def _detect_folder(path: str) -> tuple[str, str]:
-    if os.path.isfile(os.path.join(path, ".metadata")):
+    """By the names inside; a known name that is not a regular file is refused by its reader, not skipped."""
+    if os.path.lexists(os.path.join(path, ".metadata")):
         return DCP, path
     for name in _INDEX_NAMES:
-        if os.path.isfile(os.path.join(path, name)):
+        if os.path.lexists(os.path.join(path, name)):
+            regular_file(os.path.join(path, name))
             return INDEX, os.path.join(path, name)
     for name in _SINGLE_NAMES:
-        if os.path.isfile(os.path.join(path, name)):
+        if os.path.lexists(os.path.join(path, name)):
             return detect(os.path.join(path, name))
     try:
         names = sorted(os.listdir(path))

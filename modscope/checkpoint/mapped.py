@@ -10,6 +10,7 @@ import contextlib
 import errno
 import mmap
 import os
+import stat
 import warnings
 
 import numpy as np
@@ -76,10 +77,12 @@ def _map(path: str) -> mmap.mmap | None:
     if not hasattr(mmap.mmap, "madvise"):
         return None
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # never blocks on a FIFO swapped in since it was checked
     except OSError:
         return None
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None  # plain reads give the proper error
         return mmap.mmap(fd, 0, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
     except (OSError, ValueError):
         return None

@@ -12,6 +12,9 @@ from modscope.errors import CheckpointError
 
 #: A top-level node with this name wins when several hold tensors (Lightning, timm, many training scripts).
 PREFERRED = "state_dict"
+#: dicts nested deeper than this are refused: no training script nests so deep, and every level's names
+#: repeat all the keys above it (a hostile file nesting 100,000 deep would cost the square of that)
+MAX_NESTING = 1000
 
 
 @dataclass
@@ -22,11 +25,14 @@ class Node:
     children: dict[str, "Node"] = field(default_factory=dict)
     keys: set[str] = field(default_factory=set)  # every key of the dict, tensors or not
     scalars: int = 0  # how many of ``tensors`` are 0-d (a saved step counter does not make a state dict)
+    depth: int = 0  # how many dicts this one is nested in
 
     def child(self, key: str) -> "Node":
         node = self.children.get(key)
         if node is None:
-            node = self.children[key] = Node()
+            if self.depth >= MAX_NESTING:
+                raise CheckpointError(f"the checkpoint nests dicts more than {MAX_NESTING} deep: not a state dict modscope reads")
+            node = self.children[key] = Node(depth=self.depth + 1)
             self.keys.add(key)
         return node
 

@@ -5,15 +5,19 @@ end]}, "__metadata__": {...}}``, then the data; offsets are relative to the end 
 """
 from __future__ import annotations
 
-import json
+import os
 from math import prod
 
 import torch
 
-from modscope.checkpoint.base import CheckpointReader, FileSpans, TensorMeta, file_size
+from modscope.checkpoint.base import CheckpointReader, FileSpans, TensorMeta
+from modscope.checkpoint.guard import load_json, open_regular, paused_gc, read_at
 from modscope.errors import CheckpointError
 
-_MAX_HEADER = 100 * 1024 * 1024  # the safetensors library's own limit
+#: the safetensors library's own limit on the JSON header
+MAX_HEADER = 100 * 1000 * 1000
+#: more dimensions than any torch kernel handles; a header claiming more is refused
+MAX_DIMS = 64
 
 _DTYPES = {
     "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
@@ -22,6 +26,7 @@ _DTYPES = {
     "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2", "F8_E8M0": "float8_e8m0fnu",
     "C64": "complex64", "C128": "complex128",
 }  # fmt: skip
+_TORCH_DTYPES = {code: getattr(torch, name) for code, name in _DTYPES.items() if hasattr(torch, name)}
 
 
 def looks_like_safetensors(head: bytes) -> bool:
@@ -36,7 +41,7 @@ class SafetensorsReader(CheckpointReader):
     def __init__(self, path: str):
         super().__init__(path)
         self._files = FileSpans()
-        self._entries, self._offsets, self.header_metadata = _parse(path)
+        (self._entries, self._offsets), self.header_metadata = _parse(path)
 
     def entries(self) -> dict[str, TensorMeta]:
         return self._entries
@@ -56,48 +61,119 @@ class SafetensorsReader(CheckpointReader):
 
 
 def _parse(path: str):
-    size = file_size(path)
-    if size == 0:
-        raise CheckpointError(f"{path} is empty")
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise CheckpointError(f"{path} is truncated: too short for a safetensors header")
-        n = int.from_bytes(head, "little")
-        if n > min(size - 8, _MAX_HEADER):
-            raise CheckpointError(f"{path} is truncated or not a safetensors file: header of {n} bytes in a {size}-byte file")
-        raw = f.read(n)
+    """Validate the header against the file, as the safetensors library does, before any tensor is made."""
+    fd = open_regular(path)
     try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path} has a corrupt safetensors header: {exc}")
+        size = os.fstat(fd).st_size
+        if size == 0:
+            raise CheckpointError(f"{path} is empty")
+        if size < 8:
+            raise CheckpointError(f"{path} is truncated: too short for a safetensors header")
+        n = int.from_bytes(read_at(fd, path, 0, 8), "little")
+        if n > MAX_HEADER:
+            raise CheckpointError(
+                f"{path} declares a safetensors header of {n} bytes; the format allows at most {MAX_HEADER} (corrupt file?)"
+            )
+        if n > size - 8:
+            raise CheckpointError(f"{path} is truncated or not a safetensors file: header of {n} bytes in a {size}-byte file")
+        raw = read_at(fd, path, 8, n)
+    finally:
+        os.close(fd)
+    header = load_json(raw, f"{path} has a corrupt safetensors header", max_depth=3)
+    del raw  # a million-entry header: its text and its objects need not be held together
     if not isinstance(header, dict):
         raise CheckpointError(f"{path} has a corrupt safetensors header: not a JSON object")
+    metadata = header.pop("__metadata__", None)
+    if metadata is not None and not (
+        isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())
+    ):
+        raise CheckpointError(f"{path} has a corrupt safetensors header: __metadata__ is not an object of strings")
     data_start = 8 + n
     data_size = size - data_start
+    with paused_gc():
+        return _validate(path, header, data_start, data_size), metadata
+
+
+def _validate(path: str, header: dict, data_start: int, data_size: int):
+    """name -> TensorMeta and name -> file offset, in file order; entries contiguous and covering the data."""
+    spans = sorted(((_entry(path, name, info, data_size), name) for name, info in header.items()), key=_span)
+    header.clear()  # its objects are no longer needed: the spans hold what was checked
     entries: dict[str, TensorMeta] = {}
     offsets: dict[str, int] = {}
-    metadata = header.pop("__metadata__", None)
-    for name, info in sorted(header.items(), key=_data_start):  # file order: reads then go forward
-        try:
-            dtype = getattr(torch, _DTYPES[info["dtype"]])
-            shape = tuple(int(d) for d in info["shape"])
-            begin, end = (int(x) for x in info["data_offsets"])
-        except (KeyError, TypeError, ValueError, AttributeError):
-            raise CheckpointError(f"{path} has a corrupt safetensors header: bad entry for {name!r}")
-        if end - begin != prod(shape) * dtype.itemsize or begin < 0 or any(d < 0 for d in shape):
-            raise CheckpointError(f"{path} has a corrupt safetensors header: {name!r} has inconsistent offsets")
-        if end > data_size:
+    expected, previous = 0, None
+    for (begin, end, dtype, shape), name in spans:  # file order: reads then go forward
+        if begin != expected:
+            what = f"overlaps {previous!r}" if begin < expected else f"leaves a gap of {begin - expected} bytes after {previous!r}"
             raise CheckpointError(
-                f"{path} is truncated: {name!r} ends at byte {data_start + end} but the file has {size} bytes"
+                f"{path} has a corrupt safetensors header: {name!r} (data bytes {begin}..{end}) {what}; "
+                "tensors must be stored one after another"
             )
+        expected, previous = end, name
         entries[name] = TensorMeta(shape, dtype, storage=(path, begin), offset=0)
         offsets[name] = data_start + begin
-    return entries, offsets, metadata if isinstance(metadata, dict) else None
+    if expected != data_size:
+        raise CheckpointError(
+            f"{path} has a corrupt safetensors header: its tensors end at data byte {expected}, "
+            f"but {data_size} bytes of data follow the header"
+        )
+    return entries, offsets
 
 
-def _data_start(item) -> int:
+def _entry(path: str, name: str, info, data_size: int) -> tuple[int, int, torch.dtype, tuple[int, ...]]:
+    """(begin, end, dtype, shape) of one header entry, every field checked; offsets relative to the data."""
     try:
-        return int(item[1]["data_offsets"][0])
-    except (KeyError, TypeError, ValueError, IndexError):
-        return -1  # reported as a bad entry below
+        dtype = _TORCH_DTYPES[info["dtype"]]
+        shape = info["shape"]
+        begin, end = info["data_offsets"]
+        numel = 1
+        for d in shape:
+            if type(d) is not int or d < 0:
+                raise TypeError
+            numel *= d
+        if (
+            type(shape) is list and len(shape) <= MAX_DIMS and type(begin) is int and type(end) is int
+            and 0 <= begin <= end <= data_size and numel * dtype.itemsize == end - begin
+        ):  # fmt: skip
+            return begin, end, dtype, tuple(shape)
+    except (KeyError, TypeError, ValueError):
+        pass
+    raise _fault(path, name, info, data_size)
+
+
+def _fault(path: str, name: str, info, data_size: int) -> CheckpointError:
+    """What exactly is wrong with a header entry that failed ``_entry``'s checks."""
+    where = f"{path} has a corrupt safetensors header: {name!r}"
+    if not isinstance(info, dict):
+        return CheckpointError(f"{where} is not an object with dtype, shape and data_offsets")
+    code = info.get("dtype")
+    dtype = _TORCH_DTYPES.get(code) if isinstance(code, str) else None
+    if dtype is None:
+        return CheckpointError(f"{where} has dtype {_short(code)}, which modscope cannot read (known: {', '.join(_TORCH_DTYPES)})")
+    shape = info.get("shape")
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+        return CheckpointError(f"{where} has shape {_short(shape)}, not a list of non-negative integers")
+    if len(shape) > MAX_DIMS:
+        return CheckpointError(f"{where} has {len(shape)} dimensions (modscope reads at most {MAX_DIMS})")
+    span = info.get("data_offsets")
+    if not (isinstance(span, list) and len(span) == 2 and all(type(x) is int and x >= 0 for x in span)):
+        return CheckpointError(f"{where} has data_offsets {_short(span)}, not [begin, end] of non-negative integers")
+    begin, end = span
+    if begin > end:
+        return CheckpointError(f"{where} has data_offsets [{begin}, {end}]: begin after end")
+    if end > data_size:
+        return CheckpointError(
+            f"{path} is truncated: {name!r} ends at data byte {end} but only {data_size} bytes of data follow the header"
+        )
+    nbytes = (0 if 0 in shape else prod(shape)) * dtype.itemsize
+    return CheckpointError(
+        f"{where} has shape {_short(shape)} of {code} ({nbytes} bytes) but data_offsets [{begin}, {end}] hold {end - begin} bytes"
+    )
+
+
+def _span(item) -> tuple[int, int]:
+    return item[0][0], item[0][1]
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

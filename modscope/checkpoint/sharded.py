@@ -1,36 +1,41 @@
 """Sharded checkpoints: ``model.safetensors.index.json`` / ``pytorch_model.bin.index.json`` and their shards.
 
 The index maps each name to a shard file next to it; every shard is opened with its own reader (headers
-only for safetensors) and the union is presented as one state dict.
+only for safetensors) and the union is presented as one state dict. A shard must resolve (symlinks
+followed) inside the index's folder, or the read is refused.
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Callable
 
 import torch
 
 from modscope.checkpoint.base import CheckpointReader, TensorMeta
+from modscope.checkpoint.guard import contained, load_json, read_bytes, regular_file
 from modscope.errors import CheckpointError
 
 
+#: an index is a small JSON file; larger ones are refused before parsing
+MAX_INDEX = 256 * 1024 * 1024
+
+
 def read_index(path: str) -> dict[str, str]:
-    """name -> shard file name, validated: shards must sit in the index's folder."""
-    try:
-        with open(path, "rb") as f:
-            document = json.loads(f.read())
-    except OSError as exc:
-        raise CheckpointError(f"cannot read {path}: {exc.strerror}")
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path} is not a valid index: {exc}")
+    """name -> shard file name, validated: a JSON object whose ``weight_map`` maps strings to strings."""
+    document = load_json(read_bytes(path, limit=MAX_INDEX, what="sharded-checkpoint index"), f"{path} is not a valid index")
     weight_map = document.get("weight_map") if isinstance(document, dict) else None
-    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) and v for v in weight_map.values()):
         raise CheckpointError(f"{path} is not a sharded-checkpoint index: no \"weight_map\" of name -> shard file")
-    for shard in set(weight_map.values()):
-        if os.path.isabs(shard) or ".." in shard.replace("\\", "/").split("/"):
-            raise CheckpointError(f"{path} names a shard outside its folder: {shard!r}")
     return weight_map
+
+
+def shard_roots(path: str) -> tuple[str, ...]:
+    """Folders an index's shards may resolve into: the index's own folder, and for a Hugging Face cache
+    snapshot (``<repo>/snapshots/<rev>/``, every file a symlink into ``<repo>/blobs/``) that blobs folder."""
+    folder = os.path.dirname(os.path.abspath(path))
+    blobs = os.path.join(folder, os.pardir, os.pardir, "blobs")
+    cache = os.path.basename(os.path.dirname(folder)) == "snapshots" and os.path.isdir(blobs)
+    return (folder, blobs) if cache else (folder,)
 
 
 class ShardedReader(CheckpointReader):
@@ -39,15 +44,16 @@ class ShardedReader(CheckpointReader):
     def __init__(self, path: str, open_file: Callable[[str], CheckpointReader]):
         super().__init__(path)
         weight_map = read_index(path)
-        folder = os.path.dirname(os.path.abspath(path))
+        roots = shard_roots(path)
         self._shards: dict[str, CheckpointReader] = {}
         self._where: dict[str, CheckpointReader] = {}
         self._entries: dict[str, TensorMeta] = {}
         try:
             for shard in dict.fromkeys(weight_map.values()):
-                shard_path = os.path.join(folder, shard)
-                if not os.path.isfile(shard_path):
+                shard_path = contained(roots, shard, path)
+                if not os.path.lexists(shard_path):
                     raise CheckpointError(f"{path} lists shard {shard!r}, which is missing")
+                regular_file(shard_path)
                 self._shards[shard] = open_file(shard_path)
             for name, shard in weight_map.items():
                 reader = self._shards[shard]

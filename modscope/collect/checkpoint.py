@@ -6,6 +6,7 @@ import hashlib
 from collections import Counter, defaultdict
 
 from modscope.collect.tensors import dtype_name
+from modscope.errors import CheckpointError
 from modscope.report.checkpoint import CheckpointRef, CheckpointSummary, CheckpointTotals, PrefixNode, StoredTensor
 from modscope.report.static import SharedGroup, SharedKind
 
@@ -33,7 +34,7 @@ def summarize_checkpoint(ckpt) -> CheckpointSummary:
         checkpoint=checkpoint_ref(ckpt),
         totals=_totals(entries),
         tensors=tensors,
-        nodes=tuple(prefix_tree(tensors)),
+        nodes=tuple(prefix_tree(tensors, ckpt.path)),
         shared=tuple(groups),
         layout=dcp_layout(ckpt),
     )
@@ -57,18 +58,42 @@ def shared_groups(entries) -> list[SharedGroup]:
     return groups
 
 
-def prefix_tree(tensors: tuple[StoredTensor, ...]) -> list[PrefixNode]:
-    """One node per dotted prefix, pre-order (first-seen order of names), with subtree totals."""
+#: the prefix tree's names together may not exceed this many characters (a name nesting thousands of levels
+#: deep has a prefix per level, each nearly as long as the name: the tree would grow with its square)
+MAX_PREFIX_CHARS = 1 << 26
+
+
+def prefix_tree(tensors: tuple[StoredTensor, ...], where: str = "the checkpoint") -> list[PrefixNode]:
+    """One node per dotted prefix, pre-order (first-seen order of names), with subtree totals.
+
+    Linear in the names and the tree: each name is walked once, a prefix string made only for a new node.
+    """
     children: dict[str, list[str]] = {"": []}
     leaves: dict[str, list[StoredTensor]] = defaultdict(list)
+    child_of: dict[tuple[str, bool, str], str] = {}  # (node, at the name's start, part) -> child node
+    budget = MAX_PREFIX_CHARS
     for tensor in tensors:
-        parts = tensor.name.split(".")
-        for depth in range(1, len(parts)):
-            node, parent = ".".join(parts[:depth]), ".".join(parts[: depth - 1])
-            if node not in children:
-                children[node] = []
-                children[parent].append(node)
-        leaves[".".join(parts[:-1])].append(tensor)
+        name = tensor.name
+        node, start = "", 0
+        dot = name.find(".")
+        while dot >= 0:
+            key = (node, not start, name[start:dot])
+            kid = child_of.get(key)
+            if kid is None and not dot:  # a leading dot: the empty prefix is the root itself
+                kid = child_of[key] = ""
+            elif kid is None:
+                budget -= dot
+                if budget < 0:
+                    raise CheckpointError(
+                        f"{where}: tensor names nest too deeply to show as a tree (their prefixes exceed "
+                        f"{MAX_PREFIX_CHARS} characters; e.g. a name with {name.count('.') + 1} dotted parts)"
+                    )
+                kid = child_of[key] = name[:dot]
+                children[kid] = []
+                children[node].append(kid)
+            node, start = kid, dot + 1
+            dot = name.find(".", start)
+        leaves[node].append(tensor)
     order = []
     stack = [""]
     while stack:

@@ -140,3 +140,14 @@ def test_a_change_that_cannot_be_undone_is_reported():
     with pytest.warns(StateNotRestoredWarning, match=r"SparseMask\.mask"):
         with preserved_state(SparseMask()) as model:
             model(torch.randn(2, 4))
+
+
+def test_a_model_cast_and_changed_inside_gets_its_own_data_back():
+    # The CPU stand-in for `--device cuda`: the pass runs on converted copies, which the forward changes.
+    model = pm.ScalesThroughData()
+    before, address = snapshot(model), model.w.data_ptr()
+    with preserved_state(model):
+        model.double()
+        model(torch.randn(2, 4, dtype=torch.float64))
+    assert_unchanged(model, before)
+    assert model.w.data_ptr() == address  # the user's own storage, not a copy cast back

@@ -9,6 +9,7 @@ inside it and removes them on exit.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import sys
 import warnings
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ _HOOK_TABLES = (
 #: What nn.Module.__init__ puts in every module's __dict__: restored by their own rules, not as attributes.
 _MODULE_OWN = frozenset(vars(nn.Module()))
 _MISSING = object()
+#: ids of the modules under a ``preserved_state(carry=True)``: passes inside see each other's changes.
+_CARRYING: contextvars.ContextVar[frozenset] = contextvars.ContextVar("modscope_carrying", default=frozenset())
 _SAME_SIZE_INT = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 
@@ -64,7 +67,7 @@ class _Attributes:
 
 @contextlib.contextmanager
 def preserved_state(
-    model: nn.Module, *, rng_devices: tuple = (), modules: list[nn.Module] | None = None
+    model: nn.Module, *, rng_devices: tuple = (), modules: list[nn.Module] | None = None, carry: bool = False
 ) -> Iterator[nn.Module]:
     """Restore modes, requires_grad, .grad, devices/dtypes, tensor values, attributes, RNG state and hook
     tables on exit.
@@ -78,9 +81,16 @@ def preserved_state(
     are restored, plus those of ``rng_devices`` (for an analysis that moves the model to a GPU), so dropout in
     an analysed forward pass does not shift the user's random stream. ``modules``: every module of ``model``
     once, when the caller has already walked it.
+
+    ``carry=True``: the passes run inside leave values and attributes to each other (a second call sees a
+    counter the first one advanced: how ``assert_deterministic`` finds a stateful forward); this one puts
+    everything back when it exits.
     """
     if modules is None:
         modules = [v.module for v in visits(model) if v.first]
+    carried = _CARRYING.get()
+    inner = id(model) in carried  # an enclosing carry=True state restores values and attributes
+    token = _CARRYING.set(carried | {id(m) for m in modules}) if carry else None
     modes = [(m, m.training) for m in modules]
     # model.to()/.double() put *new* tensor objects into _buffers (and into _parameters when torch is set to
     # overwrite parameters on conversion): the tables are put back as they were, so the user's objects and
@@ -88,14 +98,14 @@ def preserved_state(
     # (TorchScript modules expose read-through wrappers instead of dicts; .to() keeps their objects.)
     tables = [(t, dict(t)) for m in modules for t in (m._parameters, m._buffers) if isinstance(t, dict)]
     hook_keys = [(m, name, set(getattr(m, name, {}).keys())) for m in modules for name in _HOOK_TABLES]
-    attributes = [a for a in map(_attributes_of, modules) if a is not None]
+    attributes = [] if inner else [a for a in map(_attributes_of, modules) if a is not None]
     tensors: dict[int, _TensorState] = {}
     for m in modules:
         kind = type(m).__name__
         for table in (m._parameters, m._buffers):
             for key, t in table.items():
                 if t is not None and id(t) not in tensors:
-                    tensors[id(t)] = _snapshot(t, f"{kind}.{key}")
+                    tensors[id(t)] = _snapshot(t, f"{kind}.{key}", values=not inner)
     for a in attributes:
         for key, t in _attribute_tensors(a):
             if id(t) not in tensors:
@@ -106,6 +116,8 @@ def preserved_state(
         with torch.random.fork_rng(devices=cuda_indices):
             yield model
     finally:
+        if token is not None:
+            _CARRYING.reset(token)
         for m, training in modes:
             m.training = training
         for a in attributes:
@@ -173,16 +185,16 @@ def _holds_tensors(items) -> bool:
     return any(isinstance(item, torch.Tensor) for item in items)
 
 
-def _snapshot(t: torch.Tensor, where: str) -> _TensorState:
+def _snapshot(t: torch.Tensor, where: str, values: bool = True) -> _TensorState:
     leaf = t.is_leaf
     grad = t.grad if leaf else None  # .grad of a non-leaf (an attribute holding an activation) only warns
     lazy = is_lazy(t)  # an uninitialized parameter refuses most calls, and holds nothing to lose
-    version = None if lazy or t.is_inference() else t._version
+    version = None if lazy or not values or t.is_inference() else t._version
     state = _TensorState(t, where, t.requires_grad, grad, t.device, t.dtype, version)
     if not lazy:
         state.data = t.data
         state.place = _place(state.data)
-        if _copyable(state.data):
+        if values and _copyable(state.data):
             state.value = _copy(state.data)
     return state
 

@@ -155,11 +155,14 @@ def test_statistics_are_bit_identical_whatever_the_reads_and_threads(tmp_path, m
     torch.manual_seed(0)
     a = {"w": torch.randn(3 * values.BLOCK + 12345), "d": torch.randn(40000).double(), "h": torch.randn(70000).half()}
     b = {k: v + torch.randn_like(v) * 1e-3 for k, v in a.items()}
-    write = {"torch": write_torch, "safetensors": write_safetensors, "sharded": lambda p, s: write_sharded(p, s, shards=2)}
+    write = {
+        "torch": write_torch, "safetensors": write_safetensors, "sharded": lambda p, s: write_sharded(p, s, shards=2)
+    }
     pa, pb = write[layout](tmp_path / "a", a), write[layout](tmp_path / "b", b)
     reports, real_threads = [], torch.get_num_threads()
     try:
-        for io_bytes, map_min, threads in [(32 << 20, 256 << 10, 1), (values.BLOCK * 4 + 4096, 1 << 40, 3), (64 << 10, 1, 8)]:
+        configs = [(32 << 20, 256 << 10, 1), (values.BLOCK * 4 + 4096, 1 << 40, 3), (64 << 10, 1, 8)]
+        for io_bytes, map_min, threads in configs:
             monkeypatch.setattr(values, "IO_BYTES", io_bytes)  # 64 KiB: less than a block, one block per read
             monkeypatch.setattr(values, "MAP_MIN_BYTES", map_min)  # 1 << 40: every read is copied
             monkeypatch.setattr(torch, "get_num_threads", lambda: threads)  # comparison threads

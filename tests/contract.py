@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+#: nn.Module's own tables in every __dict__ (checked above through modes, hooks and named tensors).
+_MODULE_OWN = frozenset(vars(torch.nn.Module()))
 _HOOK_TABLES = (
     "_forward_hooks",
     "_forward_pre_hooks",
@@ -15,20 +17,30 @@ _HOOK_TABLES = (
 
 
 def snapshot(model: torch.nn.Module) -> dict:
-    """Modes, hook counts, and per tensor: identity, requires_grad, grad identity+value, device, dtype, value."""
-    state = {"modules": {}, "tensors": {}}
+    """Modes, hook counts, plain attributes (identity; values of tensors), and per tensor: identity,
+    requires_grad, grad identity+value, device, dtype, value."""
+    state = {"modules": {}, "tensors": {}, "attributes": {}}
     for name, module in model.named_modules(remove_duplicate=False):
         state["modules"][name] = (
             module.training,
             tuple(len(getattr(module, t, {})) for t in _HOOK_TABLES),
         )
+        if not isinstance(module, torch.jit.ScriptModule):
+            state["attributes"][name] = {
+                key: (id(value), _value(value) if isinstance(value, torch.Tensor) else None)
+                for key, value in vars(module).items()
+                if key not in _MODULE_OWN
+            }
     for name, t in list(model.named_parameters(remove_duplicate=False)) + list(
         model.named_buffers(remove_duplicate=False)
     ):
         grad = None if t.grad is None else (id(t.grad), t.grad.detach().clone())
-        value = None if t.is_meta else t.detach().clone()
-        state["tensors"][name] = (id(t), t.requires_grad, grad, t.device, t.dtype, value)
+        state["tensors"][name] = (id(t), t.requires_grad, grad, t.device, t.dtype, _value(t))
     return state
+
+
+def _value(t: torch.Tensor) -> torch.Tensor | None:
+    return None if t.is_meta else t.detach().clone()
 
 
 def assert_unchanged(model: torch.nn.Module, before: dict) -> None:
@@ -50,6 +62,15 @@ def assert_unchanged(model: torch.nn.Module, before: dict) -> None:
             assert _same(a_grad[1], grad[1]), f"{name}: .grad values changed"
         if value is not None:
             assert _same(a_value, value), f"{name}: values changed"
+    assert after["attributes"].keys() == before["attributes"].keys()
+    for name, attributes in before["attributes"].items():
+        where = name or "root"
+        a_attributes = after["attributes"][name]
+        assert a_attributes.keys() == attributes.keys(), f"{where}: attributes added or removed"
+        for key, (ident, value) in attributes.items():
+            assert a_attributes[key][0] == ident, f"{where}.{key}: attribute replaced"
+            if value is not None:
+                assert _same(a_attributes[key][1], value), f"{where}.{key}: tensor attribute's values changed"
 
 
 def _same(a: torch.Tensor, b: torch.Tensor) -> bool:

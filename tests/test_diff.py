@@ -94,7 +94,7 @@ def test_chunked_statistics_equal_whole_tensor_statistics(changed, monkeypatch):
     _, _, pa, pb = changed
     whole = _diff(pa, pb)
     monkeypatch.setattr(values, "IO_BYTES", 64)  # a few elements per read, many reads per tensor
-    monkeypatch.setattr(values, "COMPUTE_BYTES", 16)
+    monkeypatch.setattr(values, "BLOCK", 4)
     chunked = _diff(pa, pb)
     for x, y in zip(whole.value_changed, chunked.value_changed):
         assert x.key == y.key and x.num_different == y.num_different and x.max_abs_diff == y.max_abs_diff
@@ -131,7 +131,7 @@ def test_mapped_reads_give_the_same_statistics_as_copied_reads(tmp_path, monkeyp
     pa, pb = write("a", a), write("b", b)
     before = checksums(pa, pb)
     monkeypatch.setattr(values, "IO_BYTES", 64 << 10)  # many reads, pieces split across them
-    monkeypatch.setattr(values, "COMPUTE_BYTES", 16 << 10)
+    monkeypatch.setattr(values, "BLOCK", 4 << 10)
     monkeypatch.setattr(values, "MAP_MIN_BYTES", 1 << 40)
     copied = _diff(pa, pb)
     mapped_views = []
@@ -146,6 +146,33 @@ def test_mapped_reads_give_the_same_statistics_as_copied_reads(tmp_path, monkeyp
     assert changes["big"].num_different == 1000 * 50 and changes["ints"].num_different == 1
     assert changes["nan"].num_different == 1  # equal NaNs are not differences
     assert checksums(pa, pb) == before  # read-only maps: the files never change
+
+
+@pytest.mark.parametrize("layout", ["torch", "safetensors", "sharded"])
+def test_statistics_are_bit_identical_whatever_the_reads_and_threads(tmp_path, monkeypatch, layout):
+    """Read sizes, mapped or copied reads and the number of comparison threads change how the work is cut
+    up and who does it; the numbers must not change in their last bit."""
+    torch.manual_seed(0)
+    a = {"w": torch.randn(3 * values.BLOCK + 12345), "d": torch.randn(40000).double(), "h": torch.randn(70000).half()}
+    b = {k: v + torch.randn_like(v) * 1e-3 for k, v in a.items()}
+    write = {
+        "torch": write_torch, "safetensors": write_safetensors, "sharded": lambda p, s: write_sharded(p, s, shards=2)
+    }
+    pa, pb = write[layout](tmp_path / "a", a), write[layout](tmp_path / "b", b)
+    reports, real_threads = [], torch.get_num_threads()
+    try:
+        configs = [(32 << 20, 256 << 10, 1), (values.BLOCK * 4 + 4096, 1 << 40, 3), (64 << 10, 1, 8)]
+        for io_bytes, map_min, threads in configs:
+            monkeypatch.setattr(values, "IO_BYTES", io_bytes)  # 64 KiB: less than a block, one block per read
+            monkeypatch.setattr(values, "MAP_MIN_BYTES", map_min)  # 1 << 40: every read is copied
+            monkeypatch.setattr(torch, "get_num_threads", lambda: threads)  # comparison threads
+            reports.append(json.dumps(_diff(pa, pb).to_dict()))
+            monkeypatch.undo()
+    finally:
+        torch.set_num_threads(real_threads)  # the diff restores the count it was told it had
+    assert reports[0] == reports[1] == reports[2]
+    changed = json.loads(reports[0])["value_changed"]
+    assert len(changed) == 3 and all(c["num_different"] > 0 for c in changed)
 
 
 def _big_pair(tmp_path, writer):
@@ -178,7 +205,7 @@ def test_a_failing_comparison_thread_leaves_no_map_under_the_others(tmp_path, mo
 
     pa, pb = _big_pair(tmp_path, write_safetensors)
     monkeypatch.setattr(values, "MAX_WORKERS", 2)
-    monkeypatch.setattr(values, "COMPUTE_BYTES", 64 << 10)
+    monkeypatch.setattr(values, "BLOCK", 16 << 10)
     real, calls, lock = values._Folder.fold, [], threading.Lock()
 
     def fold(self, windows):

@@ -1,10 +1,15 @@
 """preserved_state puts back what an analysis disturbs, including a move or cast of the whole model."""
 from __future__ import annotations
 
+import warnings
+
+import pytest
 import torch
 import torch.nn as nn
 
-from modscope.hooks import preserved_state
+import modscope
+from modscope.hooks import StateNotRestoredWarning, preserved_state
+from tests import mutating_models as pm
 from tests.contract import assert_unchanged, snapshot
 
 
@@ -38,3 +43,111 @@ def test_buffers_added_or_removed_inside_are_undone():
         del model[1]._buffers["num_batches_tracked"]
     assert_unchanged(model, before)
     assert "extra" not in model[0]._buffers and "num_batches_tracked" in model[1]._buffers
+
+
+# --- values and attributes a forward changes (models in tests/mutating_models.py) ---
+
+ANALYSES = {
+    "summary": lambda m, x: modscope.summary(m, inputs=x),
+    "summary-train": lambda m, x: modscope.summary(m, inputs=x, train_mode=True),
+    "grads": lambda m, x: modscope.grads(m, x),
+    "nan": lambda m, x: modscope.find_nonfinite(m, x),
+    "time": lambda m, x: modscope.time_layers(m, x, backward=True, warmup=0, repeat=1),
+    "graph": lambda m, x: modscope.graph(m, x),
+}
+
+
+def _mutating_model(cls, training: bool) -> nn.Module:
+    torch.manual_seed(0)
+    model = cls().train(training)
+    model(torch.randn(3, 4))  # the user's own call: attributes exist and hold the user's values
+    return model
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
+@pytest.mark.parametrize("analysis", ANALYSES)
+@pytest.mark.parametrize("cls", pm.MUTATING, ids=lambda c: c.__name__)
+def test_analyses_undo_what_the_forward_changed(cls, analysis, training):
+    model = _mutating_model(cls, training)
+    before = snapshot(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StateNotRestoredWarning)
+        ANALYSES[analysis](model, torch.randn(2, 4))
+    assert_unchanged(model, before)
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
+@pytest.mark.parametrize("analysis", ANALYSES)
+def test_a_forward_that_raises_after_mutating_is_undone(analysis, training):
+    model = pm.MutatesThenRaises().train(training)
+    before = snapshot(model)
+    with pytest.raises(Exception, match="boom after mutating"):
+        ANALYSES[analysis](model, torch.randn(2, 4))
+    assert_unchanged(model, before)
+    assert "cached" not in vars(model)
+
+
+def test_spectral_norm_keeps_the_users_derived_weight_object():
+    model = _mutating_model(pm.SpectralNormed, True)
+    weight, u = model.lin.weight, model.lin.weight_u.clone()
+    modscope.summary(model, inputs=torch.randn(2, 4))
+    assert model.lin.weight is weight and torch.equal(model.lin.weight_u, u)
+
+
+def test_version_counters_come_back_so_the_users_graph_still_backpropagates():
+    model = pm.AddsUnderNoGrad()
+    loss = model(torch.randn(2, 4)).sum()  # saves the weight for backward at its current version
+    modscope.grads(model, torch.randn(2, 4))  # adds 1 in place again, which is undone
+    loss.backward()  # raises "modified by an inplace operation" if the version counter moved
+
+
+def test_values_the_forward_did_not_change_are_not_written():
+    model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))
+    versions = [t._version for t in (*model.parameters(), *model.buffers())]
+    modscope.summary(model, inputs=torch.randn(3, 4))
+    assert [t._version for t in (*model.parameters(), *model.buffers())] == versions
+
+
+def test_changes_made_under_inference_mode_and_functional_call_are_undone():
+    model = pm.ScalesThroughData()
+    before = snapshot(model)
+    with torch.inference_mode(), preserved_state(model):
+        model(torch.randn(2, 4))
+    with preserved_state(model):
+        torch.func.functional_call(model, dict(model.named_parameters()), (torch.randn(2, 4),))
+    assert_unchanged(model, before)
+
+
+def test_a_meta_pass_leaves_the_model_alone_and_warns_about_nothing():
+    model = _mutating_model(pm.Caches, False)
+    before = snapshot(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StateNotRestoredWarning)
+        modscope.summary(model, inputs=torch.randn(2, 4), device="meta")
+    assert_unchanged(model, before)
+
+
+def test_a_change_that_cannot_be_undone_is_reported():
+    class SparseMask(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mask = torch.eye(4).to_sparse()  # no copy is kept of sparse tensors
+
+        def forward(self, x):
+            self.mask.mul_(2)
+            return x
+
+    with pytest.warns(StateNotRestoredWarning, match=r"SparseMask\.mask"):
+        with preserved_state(SparseMask()) as model:
+            model(torch.randn(2, 4))
+
+
+def test_a_model_cast_and_changed_inside_gets_its_own_data_back():
+    # The CPU stand-in for `--device cuda`: the pass runs on converted copies, which the forward changes.
+    model = pm.ScalesThroughData()
+    before, address = snapshot(model), model.w.data_ptr()
+    with preserved_state(model):
+        model.double()
+        model(torch.randn(2, 4, dtype=torch.float64))
+    assert_unchanged(model, before)
+    assert model.w.data_ptr() == address  # the user's own storage, not a copy cast back

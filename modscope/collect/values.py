@@ -8,11 +8,17 @@ they are dropped from the page tables once compared, so nothing is copied and re
 reads. Everything else (small pieces, formats without raw offsets) is copied into
 reusable buffers with plain file reads. Memory stays at a few reads whatever the tensor and file sizes.
 
-The comparison walks each read in ``COMPUTE_BYTES`` windows: big enough that torch's per-call overhead is
-small, small enough to stay in the CPU's caches across the handful of passes each gets. Windows are shared
-among a few threads of our own (as many as torch would use), each running torch with one intra-op thread:
-for memory-bound work on a few MiB, waking torch's thread pool for every operation costs more than it saves
-(much more on a busy machine).
+The comparison walks each tensor in blocks of ``BLOCK`` elements counted from its first element: big enough
+that torch's per-call overhead is small, small enough to stay in the CPU's caches across the handful of passes
+each gets. Blocks are shared among a few threads of our own (as many as torch would use), each running torch
+with one intra-op thread: for memory-bound work on a few MiB, waking torch's thread pool for every operation
+costs more than it saves (much more on a busy machine).
+
+The statistics are deterministic: the same files give the same numbers bit for bit, whatever the read
+sizes, the read path (mapped or copied), the number of threads and their timing. Reads split tensors only
+at block boundaries, each block is reduced on its own by torch's own (not BLAS) reductions on one intra-op
+thread, whose order depends only on the block's length, and the blocks' float64 results are added in block
+order.
 """
 from __future__ import annotations
 
@@ -31,7 +37,7 @@ from modscope.checkpoint.mapped import FileMaps, check_sizes
 
 IO_BYTES = 32 << 20  # per side and per read (two reads in flight)
 MAP_MIN_BYTES = 256 << 10  # smaller pieces are copied: a map's page-table work costs more than the copy
-COMPUTE_BYTES = 2 << 20  # per side and per comparison step
+BLOCK = 1 << 18  # elements per comparison step: the fixed grid every statistic is reduced on
 MAX_WORKERS = 8  # comparison threads (at most torch's intra-op thread count)
 _ALIGN = 64
 
@@ -78,7 +84,8 @@ class _Piece:
 
 
 def plan(items: list[tuple[int, tuple[int, ...]]]) -> list[list[_Piece]]:
-    """Group (numel, itemsize per side) items into reads of at most IO_BYTES per side."""
+    """Group (numel, itemsize per side) items into reads of at most IO_BYTES per side (or one block, when a
+    block is bigger); an item is split only at multiples of BLOCK elements."""
     reads: list[list[_Piece]] = []
     current: list[_Piece] = []
     used: list[int] = []
@@ -86,12 +93,13 @@ def plan(items: list[tuple[int, tuple[int, ...]]]) -> list[list[_Piece]]:
         used = used or [0] * len(sizes)
         start = 0
         while start < numel:
-            room = min((IO_BYTES - u) // size for u, size in zip(used, sizes))
-            if room <= 0:
+            room = max(0, min((IO_BYTES - u) // size for u, size in zip(used, sizes)))
+            count = numel - start if numel - start <= room else room - room % BLOCK
+            if count <= 0 and current:
                 reads.append(current)
                 current, used = [], [0] * len(sizes)
                 continue
-            count = min(room, numel - start)
+            count = count if count > 0 else min(BLOCK, numel - start)  # an empty read takes one block anyway
             current.append(_Piece(item, start, count))
             used = [-(-(u + count * size) // _ALIGN) * _ALIGN for u, size in zip(used, sizes)]
             start += count
@@ -119,17 +127,16 @@ class ValueComparer:
         workers = [_Folder(self.rtol, self.atol) for _ in range(max(1, min(MAX_WORKERS, torch.get_num_threads())))]
         with _one_intra_op_thread(), ThreadPoolExecutor(len(workers), thread_name_prefix="modscope-diff") as pool:
             for group in _streamed(reads, names, [(ma.dtype, mb.dtype) for ma, mb in metas]):
-                windows = [
-                    (piece.item, ca[w : w + step], cb[w : w + step])
+                windows = [  # pieces start on the block grid, so every window is one block of its tensor
+                    (piece.item, ca[w : w + BLOCK], cb[w : w + BLOCK])
                     for piece, (ca, cb) in group
-                    for step in [max(1, COMPUTE_BYTES // max(ca.element_size(), cb.element_size()))]
-                    for w in range(0, piece.count, step)
+                    for w in range(0, piece.count, BLOCK)
                 ]
                 share = -(-len(windows) // len(workers))
                 tasks = [pool.submit(f.fold, windows[k * share : (k + 1) * share]) for k, f in enumerate(workers)]
                 concurrent.futures.wait(tasks)  # all done before any error leaves: the windows stay theirs
-                for task in tasks:
-                    for item, partial in task.result().items():
+                for task in tasks:  # in window order: each tensor's blocks are added first to last
+                    for item, partial in task.result():
                         stats[item].merge(partial)
                 if self.progress is not None:
                     self.progress(sum(p.count * (ca.element_size() + cb.element_size()) for p, (ca, cb) in group))
@@ -156,10 +163,12 @@ class _Folder:
         self.rtol, self.atol = rtol, atol
         self._scratch: dict[tuple, torch.Tensor] = {}
 
-    def fold(self, windows: list[tuple[int, torch.Tensor, torch.Tensor]]) -> dict[int, ValueStats]:
-        out: dict[int, ValueStats] = {}
+    def fold(self, windows: list[tuple[int, torch.Tensor, torch.Tensor]]) -> list[tuple[int, ValueStats]]:
+        """Each window's statistics on its own, in order (the caller adds them up in block order)."""
+        out = []
         for item, ca, cb in windows:
-            self._update(out.setdefault(item, ValueStats()), ca, cb)
+            out.append((item, ValueStats()))
+            self._update(out[-1][1], ca, cb)
         return out
 
     def _update(self, stats: ValueStats, ca: torch.Tensor, cb: torch.Tensor) -> None:
@@ -182,7 +191,7 @@ class _Folder:
         if not different:
             return
         stats.different += different
-        stats.sum_abs += float(d.sum())
+        stats.sum_abs += float(d.sum())  # one intra-op thread: the order depends on the block's length only
         stats.max_abs = _nanmax(stats.max_abs, float(d.amax()))
         stats.sq_diff += _sq(d)
 
@@ -213,7 +222,8 @@ def _streamed(reads: list[list[_Piece]], names, dtypes) -> Iterator[list[tuple[_
     if not reads:
         return
     sides = len(dtypes[0])
-    buffers = [[torch.empty(IO_BYTES, dtype=torch.uint8) for _ in range(sides)] for _ in range(2)]
+    size = max(IO_BYTES, max(_bytes_per_side(group, dtypes, side) for group in reads for side in range(sides)))
+    buffers = [[torch.empty(size, dtype=torch.uint8) for _ in range(sides)] for _ in range(2)]
     maps = FileMaps()
 
     def fetch(group: list[_Piece], slot: list[torch.Tensor]):
@@ -256,6 +266,14 @@ def _streamed(reads: list[list[_Piece]], names, dtypes) -> Iterator[list[tuple[_
         maps.close()
 
 
+def _bytes_per_side(group: list[_Piece], dtypes, side: int) -> int:
+    """Buffer bytes ``group`` needs on one side, packed as ``fetch`` packs it (over IO_BYTES for one big block)."""
+    used = 0
+    for piece in group:
+        used = -(-(used + piece.count * dtypes[piece.item][side].itemsize) // _ALIGN) * _ALIGN
+    return used
+
+
 _SAME_SIZE_INT = {torch.float32: torch.int32, torch.float64: torch.int64, torch.float16: torch.int16}
 
 
@@ -270,11 +288,10 @@ def _bitwise_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 
 def _sq(x: torch.Tensor) -> float:
-    """Sum of squares (|x|^2 for complex), accumulated by BLAS; non-finite when x holds NaN/inf."""
-    flat = x.reshape(-1)
-    if flat.is_complex():
-        return float(torch.vdot(flat, flat).real)
-    return float(torch.dot(flat, flat))
+    """Sum of squares (|x|^2 for complex); non-finite when x holds NaN/inf. torch's norm reduction, not BLAS:
+    a BLAS dot adds in an order that depends on the data's address and on the calling thread."""
+    norm = float(torch.linalg.vector_norm(x.reshape(-1)))
+    return norm * norm  # (inf, not OverflowError, past float64's range)
 
 
 def _wide(x: torch.dtype, y: torch.dtype) -> torch.dtype:

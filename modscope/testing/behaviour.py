@@ -10,6 +10,7 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn as nn
 
+from modscope.hooks import preserved_state
 from modscope.testing._compare import describe, fail, leaf_differences, tensor_difference, truncated
 from modscope.testing._model import captured, named_tensors, run_forward
 
@@ -43,13 +44,17 @@ def assert_deterministic(
     >>> assert_deterministic(model.cuda(), x.cuda())   # catches non-deterministic kernels, stateful forwards
     """
     __tracebackhide__ = True
-    first = captured(run_forward(model, inputs, seed=seed))  # copies: a later run cannot change them in place
-    for run in range(2, runs + 1):
-        problems = leaf_differences(first, captured(run_forward(model, inputs, seed=seed)), rtol=rtol, atol=atol)
-        if problems:
-            shown = truncated(problems, 8) + _first_divergence(model, inputs, seed, rtol, atol)
-            headline = f"{type(model).__name__} is not deterministic: run {run} differs from run 1 (seed {seed})"
-            fail(headline, shown, limit=len(shown))
+    with preserved_state(model, carry=True):  # each run sees what the last one changed; all put back after
+        first = captured(run_forward(model, inputs, seed=seed))  # copies: a later run cannot change them in place
+        for run in range(2, runs + 1):
+            problems = leaf_differences(first, captured(run_forward(model, inputs, seed=seed)), rtol=rtol, atol=atol)
+            if problems:
+                shown = truncated(problems, 8) + _first_divergence(model, inputs, seed, rtol, atol)
+                break
+        else:
+            return
+    headline = f"{type(model).__name__} is not deterministic: run {run} differs from run 1 (seed {seed})"
+    fail(headline, shown, limit=len(shown))
 
 
 def assert_unchanged_by(model: nn.Module, fn: Callable[[nn.Module], Any]) -> Any:

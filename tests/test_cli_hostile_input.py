@@ -149,9 +149,9 @@ def _without_root_powers() -> list[str]:
     return ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
 
 
-def _run(*args: str, prefix: list[str] = (), preexec=None):
-    """run_modscope with a command prefix or a child set-up step (a resource limit)."""
-    env = dict(os.environ, COLUMNS="120", NO_COLOR="1")
+def _run(*args: str, prefix: list[str] = (), preexec=None, unset: tuple[str, ...] = ()):
+    """run_modscope with a command prefix, a child set-up step (a resource limit) or variables unset."""
+    env = {k: v for k, v in os.environ.items() if k not in unset} | {"COLUMNS": "120", "NO_COLOR": "1"}
     return subprocess.run(
         [*prefix, sys.executable, "-m", "modscope", *args],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300, preexec_fn=preexec,
@@ -163,7 +163,7 @@ def test_unreadable_model_file(files, tmp_path):
     model.write_text(MODEL)
     model.chmod(0)
     result = _run("summary", f"{model}:Net", prefix=_without_root_powers())
-    _one_error_line(result, contains="Permission denied")
+    _one_error_line(result, contains=f"cannot read {model}: Permission denied")
 
 
 @pytest.mark.parametrize("where", ["missing folder", "a folder", "not a folder"])
@@ -191,6 +191,7 @@ def test_graph_output_into_a_read_only_folder(files, tmp_path):
     result = _run("graph", f"{files}/net.py:Net", "-o", str(folder / "g.dot"), prefix=_without_root_powers())
     _one_error_line(result, contains="Permission denied")
     assert list(folder.iterdir()) == []
+    folder.chmod(0o755)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_FSIZE and SIGXFSZ as on Linux")
@@ -312,6 +313,9 @@ def test_no_bytecode_beside_user_files(tmp_path):
                 return self.fc(x)
     """))
     (tmp_path / "make.py").write_text("import torch\ndef make_inputs():\n    return torch.zeros(1, 3)\n")
-    result = run_modscope("summary", f"{tmp_path}/model.py:Net", "--inputs", f"{tmp_path}/make.py:make_inputs")
+    result = _run(  # with Python's own bytecode writing on, as for most users
+        "summary", f"{tmp_path}/model.py:Net", "--inputs", f"{tmp_path}/make.py:make_inputs",
+        unset=("PYTHONDONTWRITEBYTECODE",),
+    )
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["make.py", "model.py", "sibling.py"]

@@ -166,9 +166,10 @@ def test_sys_exit_in_constructor_or_package_import_is_a_load_error(tmp_path, mon
         load_model("exits_pkg:Net")
 
 
-def test_importing_a_user_file_writes_no_bytecode(tmp_path):
+def test_importing_a_user_file_writes_no_bytecode(tmp_path, monkeypatch):
     import sys
 
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)  # as for most users (PYTHONDONTWRITEBYTECODE unset)
     (tmp_path / "sib.py").write_text("WIDTH = 2\n")
     (tmp_path / "model.py").write_text(
         "import torch.nn as nn\nfrom sib import WIDTH\nclass Net(nn.Module):\n"

@@ -319,3 +319,17 @@ def test_no_bytecode_beside_user_files(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["make.py", "model.py", "sibling.py"]
+
+
+def test_atomic_writes_keep_permissions_and_symlinks(tmp_path):
+    from modscope.render.output import write_output
+
+    real = tmp_path / "real.svg"
+    real.write_text("old")
+    real.chmod(0o640)
+    link = tmp_path / "link.svg"
+    link.symlink_to(real)
+    write_output(link, b"new", "-o")
+    assert link.is_symlink() and real.read_bytes() == b"new"  # the link stays; the file it names is replaced
+    assert stat.S_IMODE(real.stat().st_mode) == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.svg", "real.svg"]

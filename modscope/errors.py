@@ -39,3 +39,50 @@ class ForwardError(ModscopeError):
 
 class RenderError(ModscopeError):
     """A graph could not be drawn: Graphviz's ``dot`` is missing or failed."""
+
+
+class OutputError(ModscopeError):
+    """A file the user asked for (graph -o, grads --plot) could not be written."""
+
+
+# --- user code that ends the run (sys.exit(), other BaseExceptions) -------------------------------------
+
+_RAISED_IN = "_modscope_raised_in"
+
+
+def label_user_exit(exc: BaseException, where: str) -> None:
+    """Note on ``exc`` which user code raised it ("the model's forward"), so the CLI can name it.
+
+    Only for what ends a run without being an Exception (``sys.exit()``, ``GeneratorExit``, custom
+    ``BaseException`` subclasses); KeyboardInterrupt stays an interrupt. ``exc`` itself keeps propagating, so
+    library callers see the user's own exception.
+    """
+    if isinstance(exc, (Exception, KeyboardInterrupt)) or getattr(exc, _RAISED_IN, None):
+        return
+    try:
+        setattr(exc, _RAISED_IN, where)
+    except AttributeError:  # a BaseException subclass with __slots__: the traceback still names the place
+        pass
+
+
+def describe_user_exit(exc: BaseException) -> str:
+    """One line for a SystemExit/BaseException from user code: "the model's forward called sys.exit(3)"."""
+    where = getattr(exc, _RAISED_IN, None) or _innermost_frame(exc)
+    return f"{where} {what_user_code_did(exc)}"
+
+
+def what_user_code_did(exc: BaseException) -> str:
+    """'called sys.exit(3)' for SystemExit, 'raised Name: message' for anything else."""
+    if isinstance(exc, SystemExit):
+        return f"called sys.exit({'' if exc.code is None else repr(exc.code)})"
+    return f"raised {type(exc).__name__}: {exc}" if str(exc) else f"raised {type(exc).__name__}"
+
+
+def _innermost_frame(exc: BaseException) -> str:
+    import traceback
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "user code"
+    last = frames[-1]
+    return f"user code ({last.filename} line {last.lineno}, in {last.name})"

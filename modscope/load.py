@@ -26,7 +26,7 @@ from typing import Any, Iterable
 import torch
 import torch.nn as nn
 
-from modscope.errors import LoadError, UnsafeLoadError, UsageError
+from modscope.errors import LoadError, UnsafeLoadError, UsageError, what_user_code_did
 
 
 def load_model(
@@ -77,10 +77,13 @@ def parse_constructor_args(pairs: Iterable[str] = (), args_json: str | None = No
     """
     out: dict[str, Any] = {}
     if args_json:
+        _check_nesting(args_json, "--args-json")
         try:
             parsed = json.loads(args_json)
         except json.JSONDecodeError as exc:
             raise UsageError(f"--args-json is not valid JSON: {exc.msg} at position {exc.pos}")
+        except RecursionError:
+            raise UsageError(f"--args-json is nested too deeply (at most {MAX_ARG_NESTING} levels)")
         if not isinstance(parsed, dict):
             raise UsageError("--args-json must be a JSON object, e.g. '{\"num_classes\": 10}'")
         out.update(parsed)
@@ -89,11 +92,39 @@ def parse_constructor_args(pairs: Iterable[str] = (), args_json: str | None = No
         key = key.strip()
         if not eq or not key.isidentifier():
             raise UsageError(f"--arg {pair!r}: expected key=value with a Python identifier as key")
+        _check_nesting(raw, f"--arg {key}")
         try:
             out[key] = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
+        except (ValueError, SyntaxError, TypeError):
             out[key] = raw
+        except (RecursionError, MemoryError):  # e.g. 100,000 unary minus signs
+            raise UsageError(f"--arg {key}: the value is nested too deeply to read as a Python literal")
     return out
+
+
+#: Constructor arguments nest a few levels (a list of dicts); past this the input is refused, not parsed.
+MAX_ARG_NESTING = 100
+
+
+def _check_nesting(text: str, option: str) -> None:
+    """Refuse brackets nested past MAX_ARG_NESTING before a recursive parser meets them (one linear scan)."""
+    depth, quote, escaped = 0, None, False
+    for char in text:
+        if quote:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == quote:
+                quote = None
+        elif char in "\"'":
+            quote = char
+        elif char in "[{(":
+            depth += 1
+            if depth > MAX_ARG_NESTING:
+                raise UsageError(f"{option} is nested too deeply (at most {MAX_ARG_NESTING} levels)")
+        elif char in "]})":
+            depth -= 1
 
 
 # --- importing -------------------------------------------------------------------------------------------
@@ -112,13 +143,19 @@ def _import_namespace(spec: str):
         if exc.name and spec.startswith(exc.name):
             raise LoadError(f"cannot import {spec!r}: no module named {exc.name!r} (is it installed?)")
         raise LoadError(f"importing {spec!r} failed: {_describe_exception(exc, None)}")
-    except Exception as exc:
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - a module may raise anything at import, even SystemExit
         raise LoadError(f"importing {spec!r} failed: {_describe_exception(exc, None)}")
 
 
 def _import_file(path: Path):
     if not path.is_file():
         raise LoadError(f"file not found: {path}")
+    try:
+        path.open("rb").close()
+    except OSError as exc:
+        raise LoadError(f"cannot read {path}: {exc.strerror or exc}")
     resolved = path.resolve()
     digest = hashlib.blake2b(str(resolved).encode(), digest_size=6).hexdigest()
     module_name = f"modscope_user_{resolved.stem}_{digest}"
@@ -129,7 +166,7 @@ def _import_file(path: Path):
         raise LoadError(f"cannot import {path}: not a Python source file")
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module  # dataclasses and pickling look classes up here
-    with _sys_path_entry(str(resolved.parent)):
+    with _importing_user_code(str(resolved.parent)):
         try:
             spec.loader.exec_module(module)
         except BaseException as exc:  # noqa: BLE001 - the user's file may raise anything, even SystemExit
@@ -141,23 +178,32 @@ def _import_file(path: Path):
 
 
 @contextlib.contextmanager
-def _sys_path_entry(folder: str):
-    """Let the user's file import its siblings while it is being imported; sys.path is restored after."""
+def _importing_user_code(folder: str):
+    """While the user's file is imported: its siblings are importable, and no bytecode is written.
+
+    ``__pycache__/`` must not appear beside the user's files (theirs or their siblings'). sys.path and
+    sys.dont_write_bytecode are restored after, here and nowhere else.
+    """
     added = folder not in sys.path
     if added:
         sys.path.insert(0, folder)
+    no_bytecode, sys.dont_write_bytecode = sys.dont_write_bytecode, True
     try:
         yield
     finally:
+        sys.dont_write_bytecode = no_bytecode
         if added and folder in sys.path:
             sys.path.remove(folder)
 
 
 def _describe_exception(exc: BaseException, source: Path | None) -> str:
-    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    if isinstance(exc, Exception):
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    else:  # sys.exit() or another BaseException from the user's code
+        text = what_user_code_did(exc)
     frames = traceback.extract_tb(exc.__traceback__)
     if source is not None:
-        frames = [f for f in frames if Path(f.filename).resolve() == source] or frames
+        frames = [f for f in frames if Path(f.filename).resolve() == source]
     if isinstance(exc, SyntaxError) and exc.lineno:
         return f"{text} (line {exc.lineno})"
     if frames:
@@ -211,9 +257,12 @@ def _instantiate(obj, label: str, kwargs: dict[str, Any], device) -> nn.Module:
     try:
         with torch.device(device) if device is not None else contextlib.nullcontext():
             built = obj(**kwargs)
-    except Exception as exc:  # the user's constructor
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - the user's constructor, even sys.exit()
         call = f"{label}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})"
-        raise LoadError(f"{call} raised {_describe_exception(exc, None)}")
+        said = _describe_exception(exc, None)
+        raise LoadError(f"{call} {said if not isinstance(exc, Exception) else 'raised ' + said}")
     if not isinstance(built, nn.Module):
         raise LoadError(f"{label} returned a {type(built).__name__}, not an nn.Module")
     return built

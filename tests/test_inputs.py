@@ -69,3 +69,47 @@ def test_python_values():
     same = ModelInputs((t,), {})
     assert as_model_inputs(same) is same
     assert ModelInputs((t,), {}).call(torch.nn.Identity()) is t
+
+
+@pytest.mark.parametrize(
+    "bad, says",
+    [
+        ("0,3", "at least 1"),
+        ("1,-3", "at least 1"),
+        ("99999999999999999999999,3", "more than a tensor can hold"),
+        ("1,3:complex32", "cannot generate complex32"),
+        ("1,3:qint8", "cannot generate qint8"),
+        ("1,3:int4", "cannot generate int4"),
+        ("1:int8[0,1000)", "do not fit int8"),
+        ("1:uint8[-1,3)", "do not fit uint8"),
+        ("1:int64[0,99999999999999999999999)", "64-bit"),
+    ],
+)
+def test_impossible_specs_are_refused(bad, says):
+    with pytest.raises(UsageError, match=says):
+        parse_tensor_spec(bad)
+
+
+def test_float8_inputs_are_cast_from_float32():
+    if not hasattr(torch, "float8_e4m3fn"):
+        pytest.skip("no float8 in this torch")
+    x = build_inputs(["2,3:float8_e4m3fn"]).args[0]
+    assert x.dtype == torch.float8_e4m3fn and x.shape == (2, 3)
+
+
+def test_an_input_larger_than_memory_is_refused_on_cpu_only():
+    with pytest.raises(UsageError, match="more than this machine's memory"):
+        build_inputs(["100000,100000,100000"])
+    assert build_inputs(["100000,100000,100000"], device="meta").args[0].is_meta
+
+
+def test_sys_exit_in_forward_propagates_labelled():
+    from modscope.errors import describe_user_exit
+
+    class Exits(torch.nn.Module):
+        def forward(self, x):
+            raise SystemExit(3)
+
+    with pytest.raises(SystemExit) as caught:  # the library caller sees the user's own exception
+        ModelInputs((torch.zeros(1),), {}).call(Exits())
+    assert describe_user_exit(caught.value) == "the model's forward called sys.exit(3)"

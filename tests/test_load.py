@@ -145,3 +145,39 @@ def test_state_dict_file_is_not_a_model(tmp_path):
     torch.save(nn.Linear(2, 2).state_dict(), path)
     with pytest.raises(LoadError, match="not a model"):
         load_model(str(path))
+
+
+def test_deeply_nested_constructor_args_are_refused():
+    with pytest.raises(UsageError, match="nested too deeply"):
+        parse_constructor_args([], "[" * 100_000)
+    with pytest.raises(UsageError, match="nested too deeply"):
+        parse_constructor_args(["x=" + "(" * 500 + ")" * 500])
+    with pytest.raises(UsageError, match="nested too deeply"):
+        parse_constructor_args(["x=" + "-" * 100_000 + "1"])
+    assert parse_constructor_args([], '{"a": "[[[[[[[[[["}') == {"a": "[[[[[[[[[["}  # brackets inside strings
+
+
+def test_sys_exit_in_constructor_or_package_import_is_a_load_error(tmp_path, monkeypatch):
+    path = tmp_path / "exits.py"
+    path.write_text("import sys\nimport torch.nn as nn\nclass Net(nn.Module):\n    def __init__(self):\n        sys.exit(4)\n")
+    with pytest.raises(LoadError, match=r"Net\(\) called sys.exit\(4\)"):
+        load_model(f"{path}:Net")
+    (tmp_path / "exits_pkg.py").write_text("raise SystemExit(9)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(LoadError, match=r"importing 'exits_pkg' failed: called sys.exit\(9\)"):
+        load_model("exits_pkg:Net")
+
+
+def test_importing_a_user_file_writes_no_bytecode(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)  # as for most users (PYTHONDONTWRITEBYTECODE unset)
+    (tmp_path / "sib.py").write_text("WIDTH = 2\n")
+    (tmp_path / "model.py").write_text(
+        "import torch.nn as nn\nfrom sib import WIDTH\nclass Net(nn.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n        self.fc = nn.Linear(WIDTH, 1)\n"
+    )
+    before = sys.dont_write_bytecode
+    load_model(f"{tmp_path / 'model.py'}:Net")
+    assert sys.dont_write_bytecode == before  # restored
+    assert not (tmp_path / "__pycache__").exists()

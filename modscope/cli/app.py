@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import typer
 
+from modscope.cli.usage import OneLineUsageGroup
+
 app = typer.Typer(
     name="modscope",
+    cls=OneLineUsageGroup,
     help="Look inside any PyTorch nn.Module: what is there, and what happens when it runs.",
     no_args_is_help=True,
     add_completion=False,

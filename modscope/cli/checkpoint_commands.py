@@ -52,7 +52,7 @@ def diff(
     debug: DebugOpt = False,
 ) -> None:
     """Compare two state dicts. Exit 0 identical, 1 different, 2 error (like diff)."""
-    with reporting_errors(debug):
+    with reporting_errors(debug, clean_stdout=json):
         import modscope
         from modscope.checkpoint import open_checkpoint
         from modscope.load import parse_constructor_args
@@ -82,7 +82,7 @@ def check(
     debug: DebugOpt = False,
 ) -> None:
     """Would CKPT load into TARGET with load_state_dict(strict=True)? A dry run; exit 0 when it would, else 1."""
-    with reporting_errors(debug):
+    with reporting_errors(debug, clean_stdout=json):
         import modscope
         from modscope.load import parse_constructor_args
         from modscope.render.checkpoint import compat_view

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from modscope.errors import EXIT_USAGE, ModscopeError
+from modscope.errors import EXIT_USAGE, ModscopeError, describe_user_exit
 
 EXIT_INTERNAL = 3
 
@@ -80,25 +80,57 @@ DebugOpt = Annotated[bool, typer.Option("--debug", help="Show full tracebacks on
 
 
 @contextlib.contextmanager
-def reporting_errors(debug: bool):
-    """Turn exceptions into one stderr line and an exit code (a traceback too with --debug)."""
+def reporting_errors(debug: bool, *, clean_stdout: bool = False):
+    """Turn exceptions into one stderr line and an exit code (a traceback too with --debug).
+
+    With ``clean_stdout`` (--json, DOT on stdout), what user code prints goes to stderr until the document is
+    written (cli/stdout.py).
+    """
+    from modscope.cli.stdout import prints_to_stderr
+
     try:
-        yield
+        with prints_to_stderr(clean_stdout):
+            yield
     except typer.Exit:
         raise
     except ModscopeError as exc:
-        if debug:
-            traceback.print_exc()
-        _error_line(str(exc))
-        raise typer.Exit(exc.exit_code)
+        _fail(str(exc), exc.exit_code, debug)
     except KeyboardInterrupt:
         _error_line("interrupted")
         raise typer.Exit(130)
+    except BrokenPipeError:  # stdout closed early (`| head`): Typer exits quietly
+        raise
+    except OSError as exc:  # a file that cannot be read or written: the environment's fault, not modscope's
+        _fail(_os_error_text(exc), EXIT_USAGE, debug)
     except Exception as exc:  # a bug in modscope or an unexpected failure inside the user's model
-        if debug:
-            traceback.print_exc()
-        _error_line(f"unexpected {type(exc).__name__}: {exc} (run again with --debug for the traceback)")
-        raise typer.Exit(EXIT_INTERNAL)
+        _fail(f"unexpected {type(exc).__name__}: {exc} (run again with --debug for the traceback)", EXIT_INTERNAL, debug)
+    except BaseException as exc:  # noqa: BLE001 - sys.exit() & co.: modscope raises none, so user code did
+        _fail(describe_user_exit(exc), EXIT_USAGE, debug)
+
+
+def exit_code_for(exc: BaseException) -> int:
+    """The exit code ``reporting_errors`` gives ``exc`` (for callers that must agree on it, e.g. ranks)."""
+    if isinstance(exc, typer.Exit):
+        return exc.exit_code
+    if isinstance(exc, ModscopeError):
+        return exc.exit_code
+    if isinstance(exc, KeyboardInterrupt):
+        return 130
+    if isinstance(exc, OSError) or not isinstance(exc, Exception):
+        return EXIT_USAGE
+    return EXIT_INTERNAL
+
+
+def _fail(message: str, code: int, debug: bool):
+    if debug:
+        traceback.print_exc()
+    _error_line(message)
+    raise typer.Exit(code)
+
+
+def _os_error_text(exc: OSError) -> str:
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return f"cannot use {exc.filename}: {reason}" if exc.filename else reason
 
 
 def _error_line(message: str) -> None:
@@ -131,10 +163,13 @@ def load_target(
 
 def emit(report, *, as_json: bool, view=None) -> None:
     """Print ``report`` on stdout: JSON, or the rich renderable ``view`` (default: the report itself)."""
+    from modscope.cli.stdout import real_stdout
+
+    out = real_stdout()  # user code's prints went to stderr until now
     if as_json:
         from modscope.render.json import dumps
 
-        sys.stdout.write(dumps(report) + "\n")
+        out.write(dumps(report) + "\n")
         return
     from rich.console import Console
 

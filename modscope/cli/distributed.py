@@ -25,7 +25,6 @@ import typer
 
 from modscope.errors import EXIT_USAGE, LoadError, ModscopeError, UsageError
 
-EXIT_INTERNAL = 3
 
 DistributedOpt = Annotated[
     Optional[bool],
@@ -233,13 +232,9 @@ def _message(exc: BaseException) -> str:
 
 
 def _exit_code(exc: BaseException) -> int:
-    if isinstance(exc, typer.Exit):
-        return exc.exit_code
-    if isinstance(exc, ModscopeError):
-        return exc.exit_code
-    if isinstance(exc, KeyboardInterrupt):
-        return 130
-    return EXIT_INTERNAL
+    from modscope.cli.common import exit_code_for
+
+    return exit_code_for(exc)
 
 
 def _one_process_world() -> None:

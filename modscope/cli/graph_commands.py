@@ -68,12 +68,16 @@ def graph(
     debug: DebugOpt = False,
 ) -> None:
     """Module hierarchy as nested boxes; with --input, the dataflow of one forward pass (shapes on edges)."""
-    with reporting_errors(debug):
+    with reporting_errors(debug, clean_stdout=json or output is None):
         import modscope
+        from modscope.cli.stdout import real_stdout
         from modscope.inputs import build_inputs
         from modscope.render.graph import render_bytes, resolve_format
+        from modscope.render.output import check_output_path, write_output
 
         fmt = resolve_format(output, format.value if format else None)  # bad formats fail before loading
+        if output is not None and not json:
+            check_output_path(output, "-o")  # so does a missing folder
         model = load_target(target, arg, args_json, trust)
         model_inputs = build_inputs(input or (), kwarg or (), inputs)
         result = modscope.graph(
@@ -85,8 +89,9 @@ def graph(
             return
         data = result.source.encode() if fmt == "dot" else render_bytes(result.source, fmt)
         if output is None:
-            sys.stdout.buffer.write(data)
-            sys.stdout.flush()
+            out = real_stdout()  # the model's own prints went to stderr until now
+            out.buffer.write(data)
+            out.flush()
         else:
-            output.write_bytes(data)
+            write_output(output, data, "-o")
             sys.stderr.write(f"wrote {output} ({fmt}, {len(result.nodes)} nodes, {len(result.edges)} edges)\n")

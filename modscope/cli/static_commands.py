@@ -78,11 +78,11 @@ def summary(
     with reporting_errors(debug):
         checkpoint = checkpoint_commands.is_checkpoint_target(target, weights)
     if checkpoint:
-        with reporting_errors(debug):
+        with reporting_errors(debug, clean_stdout=json):
             if printing_rank(distributed):
                 checkpoint_commands.checkpoint_summary(target, key, trust, depth, expand, tensors, json)
             return
-    with reporting_errors(debug), session(distributed, backend, dist_timeout) as job:
+    with reporting_errors(debug, clean_stdout=json), session(distributed, backend, dist_timeout) as job:
         from modscope.errors import ForwardError, UsageError
         from modscope.forward import check_device
         from modscope.inputs import build_inputs
@@ -145,11 +145,11 @@ def tree(
     with reporting_errors(debug):
         checkpoint = checkpoint_commands.is_checkpoint_target(target)
     if checkpoint:
-        with reporting_errors(debug):
+        with reporting_errors(debug, clean_stdout=json):
             if printing_rank(distributed):
                 checkpoint_commands.checkpoint_tree(target, key, trust, depth, expand, json)
             return
-    with reporting_errors(debug), session(distributed, backend, dist_timeout) as job:
+    with reporting_errors(debug, clean_stdout=json), session(distributed, backend, dist_timeout) as job:
         import modscope
         from modscope.render.console import tree_view
 
@@ -183,7 +183,7 @@ def shared(
     debug: DebugOpt = False,
 ) -> None:
     """Tied parameters, aliased storage and submodules registered under several names."""
-    with reporting_errors(debug), session(distributed, backend, dist_timeout) as job:
+    with reporting_errors(debug, clean_stdout=json), session(distributed, backend, dist_timeout) as job:
         import modscope
         from rich.text import Text
         from modscope.render.console import shared_view
@@ -224,7 +224,7 @@ def audit(
     debug: DebugOpt = False,
 ) -> None:
     """Devices, dtypes, train/eval modes and non-finite weights. Exit 1 when an error is found."""
-    with reporting_errors(debug), session(distributed, backend, dist_timeout) as job:
+    with reporting_errors(debug, clean_stdout=json), session(distributed, backend, dist_timeout) as job:
         model = job.build(lambda: load_target(target, arg, args_json, trust))
         report = job.audit(
             model, expect_device=expect_device, expect_dtype=expect_dtype, allow=allow or (), target=target

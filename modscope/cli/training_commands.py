@@ -96,13 +96,17 @@ def grads(
     Every parameter gets a verdict: ok, frozen, no_grad, zero, vanishing, exploding or nonfinite. Frozen
     parameters are not problems; vanishing/exploding are warnings. .grad is left untouched.
     """
-    with reporting_errors(debug):
+    with reporting_errors(debug, clean_stdout=json):
         import modscope
         from modscope.render.grads import grads_view
         from modscope.report.grads import GradThresholds
 
         if not 0 <= vanishing < exploding:
             raise UsageError("--vanishing must be >= 0 and below --exploding")
+        if plot is not None:
+            from modscope.render.output import check_output_path
+
+            check_output_path(plot, "--plot")  # a missing folder fails before the model is built
         model, model_inputs = _model_and_inputs(
             target, arg, args_json, trust, weights, key, input, kwarg, inputs, "grads"
         )
@@ -141,7 +145,7 @@ def nan(
     Names the first module whose output is non-finite, with statistics of its inputs, and the first module
     whose gradient becomes non-finite.
     """
-    with reporting_errors(debug):
+    with reporting_errors(debug, clean_stdout=json):
         import modscope
 
         model, model_inputs = _model_and_inputs(
@@ -186,7 +190,7 @@ def time(
 
     CPU times come from perf_counter_ns, GPU times from CUDA events (one synchronisation per iteration).
     """
-    with reporting_errors(debug):
+    with reporting_errors(debug, clean_stdout=json):
         import modscope
         from modscope.render.timing import timing_view
 

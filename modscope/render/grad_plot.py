@@ -5,9 +5,11 @@ own (no pyplot), so the process's matplotlib backend, rcParams and open figures 
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 from modscope.errors import UsageError
+from modscope.render.output import check_output_path, write_output
 from modscope.report.grads import GradReport, GradStatus
 
 FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
@@ -23,6 +25,7 @@ def save_grad_plot(report: GradReport, path: str | Path, *, include_frozen: bool
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise UsageError(f"--plot {path}: the file name must end in {', '.join(FORMATS)}")
+    check_output_path(path, "--plot")
     Figure, FigureCanvasAgg = _matplotlib()
     layers = [m for m in report.modules if include_frozen or m.status is not GradStatus.FROZEN]
     if not layers:
@@ -53,8 +56,9 @@ def save_grad_plot(report: GradReport, path: str | Path, *, include_frozen: bool
     ax.set_title(f"Gradient flow: {report.model.type} (loss={report.loss})")
     ax.grid(axis="y", which="major", alpha=0.3)
     ax.legend(loc="upper right", fontsize=8)
-    fig.savefig(path, format=fmt, dpi=120)
-    return path
+    drawn = io.BytesIO()  # drawn in memory, then written atomically: a failed write leaves the old file
+    fig.savefig(drawn, format=fmt, dpi=120)
+    return write_output(path, drawn.getvalue(), "--plot")
 
 
 def _bar(value: float | None, floor: float) -> float:

@@ -75,12 +75,13 @@ def to_dot(graph: ModelGraph) -> str:
 
 
 def write(graph: ModelGraph, path: str | Path, format: str | None = None) -> Path:
-    """Write ``graph`` to ``path`` as svg/png/pdf (through ``dot``) or as DOT text."""
-    path = Path(path)
+    """Write ``graph`` to ``path`` as svg/png/pdf (through ``dot``) or as DOT text (atomically: render/output.py)."""
+    from modscope.render.output import check_output_path, write_output
+
+    path = check_output_path(path, "graph file")
     fmt = resolve_format(path, format)
     data = to_dot(graph).encode() if fmt == "dot" else render_bytes(to_dot(graph), fmt)
-    path.write_bytes(data)
-    return path
+    return write_output(path, data, "graph file")
 
 
 def resolve_format(path: Path | None, format: str | None) -> str:

@@ -73,7 +73,10 @@ TrainModeOpt = Annotated[
     bool, typer.Option("--train-mode", help="Run the pass in training mode with autograd on (default: eval, no_grad).")
 ]
 TrustOpt = Annotated[
-    bool, typer.Option("--trust", help="Allow loading TorchScript archives and unpickling whole-model files (both run code from the file).")
+    bool,
+    typer.Option(
+        "--trust", help="Allow loading TorchScript archives and unpickling whole models (both run code from the file)."
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")]

@@ -8,7 +8,6 @@ copy; modules that need real values fall back to small CPU tensors (see ``modsco
 from __future__ import annotations
 
 import contextlib
-import copy
 from typing import Any
 
 import torch
@@ -28,7 +27,7 @@ from modscope.collect.meta import (
     module_bytes,
     real_tensor_islands,
 )
-from modscope.collect.walk import visits
+from modscope.collect.walk import deep_copy, move, visits
 from modscope.errors import ForwardError, UsageError
 from modscope.hooks import preserved_state
 from modscope.inputs import ModelInputs, as_model_inputs
@@ -206,16 +205,18 @@ def _placed(model: nn.Module, device: str | None, stack: contextlib.ExitStack, n
         return model, "meta"  # _Runner copies it before running anything on it
     if _has_lazy(model):
         notes.append("the model has lazy modules, which the first forward initializes: it ran on a copy")
-        model = copy.deepcopy(model)
+        model = deep_copy(model)
     current = _model_device(model)
     if device is None or device_matches(current, device):
         return model, current
     if current == "meta":
         raise UsageError(f"the model is on the meta device (it has no data) and cannot run on {device}: use --device meta")
     stack.enter_context(preserved_state(model))
-    for p in model.parameters():
-        p.grad = None  # preserved_state puts the original .grad objects back, untouched by the move
-    model.to(device)
+    for v in visits(model):
+        for p in v.module._parameters.values():
+            if p is not None:
+                p.grad = None  # preserved_state puts the original .grad objects back, untouched by the move
+    move(model, device)
     notes.append(f"ran on {device}; the model was moved there for the pass and moved back after")
     return model, device
 

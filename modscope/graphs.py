@@ -14,7 +14,7 @@ import torch.nn as nn
 from modscope.collect.dataflow import Flow, FlowNode, named_tensors, recording
 from modscope.collect.graph_fold import collapse_run, contract, prune_dead_ops
 from modscope.collect.layer_info import hyperparams
-from modscope.collect.walk import join, visits
+from modscope.collect.walk import join, set_training, visits
 from modscope.errors import ForwardError, UsageError
 from modscope.hooks import module_hooks, preserved_state
 from modscope.inputs import as_model_inputs
@@ -195,7 +195,7 @@ def _dataflow(model: nn.Module, inputs, tree: _Tree, collapse: bool) -> tuple[Fl
     leaves, hooked = tree.flow_leaves()
     split = {name for name in leaves if tree.info[name].params_total == 0 and tree.info[name].buffers_total == 0}
     with preserved_state(model), torch.no_grad():
-        model.eval()
+        set_training(model, False)
         with recording(leaves, split, _tensor_names(model)) as rec:
             with module_hooks(model, pre=rec.pre, post=rec.post, modules=hooked):
                 for label, tensor in _named_inputs(model, inputs):

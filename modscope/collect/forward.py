@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from modscope.collect.flops import FlopCounter
 from modscope.collect.structure import describe, iter_tensors, storage_bytes, storage_key
-from modscope.collect.walk import visits
+from modscope.collect.walk import set_training, visits
 from modscope.hooks import module_hooks, preserved_state
 from modscope.inputs import ModelInputs
 from modscope.report.forward import CallShapes, ForwardFailure, ModuleForward
@@ -181,7 +181,7 @@ def run_pass(
     with contextlib.ExitStack() as stack:
         # preserved_state also forks the RNG: dropout leaves the user's stream alone
         stack.enter_context(preserved_state(model, modules=[m for _, m in firsts]))
-        model.train(training)
+        set_training(model, training, tree=[m for _, m in firsts])
         stack.enter_context(torch.set_grad_enabled(grad))
         if record:
             stack.enter_context(module_hooks(model, pre=recorder.pre, post=recorder.post, modules=firsts))

@@ -22,7 +22,7 @@ from modscope.collect.clocks import QueueAhead, clock_for, resolve_device
 from modscope.collect.structure import iter_tensors
 from modscope.collect.loss import Loss, LossKind, loss_kind, make_loss
 from modscope.collect.tensors import trainable_parameters
-from modscope.collect.walk import visits
+from modscope.collect.walk import move, visits
 from modscope.errors import ForwardError, UsageError
 from modscope.hooks import module_hooks, preserved_state
 from modscope.inputs import as_model_inputs
@@ -52,10 +52,11 @@ def time_layers(
     if warmup < 0 or repeat < 1:
         raise UsageError("--warmup must be >= 0 and --repeat >= 1")
     kind = loss_kind(loss)
-    home = next((t.device for t in (*model.parameters(), *model.buffers())), torch.device("cpu"))
+    home = next((t.device for v in visits(model) for t in (*v.module._parameters.values(), *v.module._buffers.values())
+                 if t is not None), torch.device("cpu"))
     device = resolve_device(device, home)
     with preserved_state(model, rng_devices=(device,)), torch.enable_grad():
-        model.to(device)
+        move(model, device)
         run = _Runner(model, as_model_inputs(inputs).to(device), clock_for(device), backward, kind, target)
         timer = _LayerTimer(model, run.clock, backward, run.holds)
         bare, hooked, held = [], [], []

@@ -27,6 +27,7 @@ from modscope.collect.meta import (
     module_bytes,
     real_tensor_islands,
 )
+from modscope.collect.recursion import recursion_note
 from modscope.collect.walk import deep_copy, move, visits
 from modscope.errors import ForwardError, UsageError
 from modscope.hooks import preserved_state
@@ -281,9 +282,17 @@ def _report(result: PassResult, *, memory=None, unused=None, notes=(), **fields)
 
 def _failure_message(result: PassResult) -> str:
     f = result.failure
-    where = f"module {f.module!r} ({f.type})" if f.module else f"the root module ({f.type})"
+    where = f"module {_short_name(f.module)!r} ({f.type})" if f.module else f"the root module ({f.type})"
     called = call_str(f.call.args, f.call.kwargs) or "no arguments"
-    return f"the forward pass failed in {where}, called with ({called}): {f.error}: {_first_line(f.message)}"
+    note = recursion_note(result.error, result.depth)
+    return f"the forward pass failed in {where}, called with ({called}): {f.error}: {_first_line(f.message)}{note}"
+
+
+def _short_name(name: str, limit: int = 100) -> str:
+    """A module name for a one-line message: a 2,000-deep name keeps its first and last parts."""
+    if len(name) <= limit:
+        return name
+    return f"{name[: limit // 2 - 10]}…{name[-(limit // 2):]} ({name.count('.') + 1} levels)"
 
 
 def _first_line(text: str) -> str:

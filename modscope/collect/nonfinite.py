@@ -27,6 +27,7 @@ from typing import Any, Iterator
 import torch
 import torch.nn as nn
 
+from modscope.collect.recursion import recursion_note, recursion_room
 from modscope.collect.loss import Loss, LossKind, loss_kind, loss_label, make_loss
 from modscope.collect.scalars import host_floats
 from modscope.collect.tensors import dtype_name, trainable_parameters
@@ -71,12 +72,13 @@ def find_nonfinite(
     kind = loss_kind(loss)
     error = None
     loss_value = None
-    with preserved_state(model), torch.enable_grad():
+    depth = max(v.depth for v in visits(model))
+    with preserved_state(model), torch.enable_grad(), recursion_room(depth):
         with detect_nonfinite(model, backward=backward, name=name) as detector:
             try:
                 output = inputs.call(model)
             except Exception as exc:
-                error, output = f"{type(exc).__name__}: {exc}", None
+                error, output = f"{type(exc).__name__}: {exc}{recursion_note(exc, depth)}", None
             if output is not None:
                 loss_tensor = make_loss(output, kind, target)
                 if loss_tensor is not None:

@@ -20,6 +20,7 @@ import torch.nn as nn
 
 from modscope.collect.clocks import QueueAhead, clock_for, resolve_device
 from modscope.collect.structure import iter_tensors
+from modscope.collect.recursion import recursion_note, recursion_room
 from modscope.collect.loss import Loss, LossKind, loss_kind, make_loss
 from modscope.collect.tensors import trainable_parameters
 from modscope.collect.walk import move, visits
@@ -55,7 +56,8 @@ def time_layers(
     home = next((t.device for v in visits(model) for t in (*v.module._parameters.values(), *v.module._buffers.values())
                  if t is not None), torch.device("cpu"))
     device = resolve_device(device, home)
-    with preserved_state(model, rng_devices=(device,)), torch.enable_grad():
+    depth = max(v.depth for v in visits(model))
+    with preserved_state(model, rng_devices=(device,)), torch.enable_grad(), recursion_room(depth):
         move(model, device)
         run = _Runner(model, as_model_inputs(inputs).to(device), clock_for(device), backward, kind, target)
         timer = _LayerTimer(model, run.clock, backward, run.holds)

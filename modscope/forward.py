@@ -17,6 +17,7 @@ from torch.nn.parameter import is_lazy
 from modscope._format import call_str, human_bytes
 from modscope.collect.audit import device_matches
 from modscope.collect.forward import PassResult, run_pass
+from modscope.collect.graph_release import graph_nodes, release
 from modscope.collect.hazards import plain_attributes
 from modscope.collect.memory import OPTIMIZERS, SavedTensors, estimate_memory, reached_parameters, unused_parameters
 from modscope.collect.meta import (
@@ -93,8 +94,9 @@ def analyse_forward(
                 measured, output, note = saved, result.output, None
             else:
                 measured, output, note = runner.measure_saved()
+            nodes = graph_nodes(output) if output is not None else []
             if output is not None:
-                unused = runner.unused_parameters(output)
+                unused = runner.unused_parameters(nodes)
             del output
             estimate = estimate_memory(
                 parameters,
@@ -104,6 +106,8 @@ def analyse_forward(
                 optimizer=optimizer,
                 notes=() if note is None else (note,),
             )
+            result.output = None
+            release(nodes)  # after the last reference to the output: a long graph is freed node by node
         result.output = None
         return _report(result, memory=estimate, unused=unused, notes=notes, **fields)
 
@@ -190,12 +194,12 @@ class _Runner:
             first_error = first_error or measured.error
         return None, None, f"training activations not measured: {type(first_error).__name__}: {_first_line(str(first_error))}"
 
-    def unused_parameters(self, output) -> tuple[str, ...] | None:
-        """Trainable parameters that ``output`` does not depend on; unknown (None) when a fallback module
-        handed back meta tensors, which cuts the autograd graph."""
+    def unused_parameters(self, nodes: list) -> tuple[str, ...] | None:
+        """Trainable parameters outside the output's autograd graph (``nodes``); unknown (None) when a fallback
+        module handed back meta tensors, which cuts the autograd graph."""
         if self.fallbacks:
             return None
-        return tuple(unused_parameters(self.model, reached_parameters(output)))
+        return tuple(unused_parameters(self.model, reached_parameters(nodes)))
 
 
 def _placed(model: nn.Module, device: str | None, stack: contextlib.ExitStack, notes: list[str]):

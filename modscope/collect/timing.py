@@ -21,6 +21,7 @@ import torch.nn as nn
 from modscope.collect.clocks import QueueAhead, clock_for, resolve_device
 from modscope.collect.structure import iter_tensors
 from modscope.collect.recursion import recursion_note, recursion_room
+from modscope.collect.graph_release import graph_nodes, release
 from modscope.collect.loss import Loss, LossKind, loss_kind, make_loss
 from modscope.collect.tensors import trainable_parameters
 from modscope.collect.walk import move, visits
@@ -115,6 +116,9 @@ class _Runner:
             torch.autograd.grad(loss, self.params, allow_unused=True)
             end = clock.mark()
             holds.done()
+            nodes = graph_nodes((output, loss))  # hooks looked at this graph: free it node by node
+            del output, loss
+            release(nodes)
         clock.sync()  # once per iteration
         holds.settle()
         since = partial(clock.since, start)

@@ -8,7 +8,6 @@ copy; modules that need real values fall back to small CPU tensors (see ``modsco
 from __future__ import annotations
 
 import contextlib
-import copy
 from typing import Any
 
 import torch
@@ -18,6 +17,7 @@ from torch.nn.parameter import is_lazy
 from modscope._format import call_str, human_bytes
 from modscope.collect.audit import device_matches
 from modscope.collect.forward import PassResult, run_pass
+from modscope.collect.graph_release import graph_nodes, release
 from modscope.collect.hazards import plain_attributes
 from modscope.collect.memory import OPTIMIZERS, SavedTensors, estimate_memory, reached_parameters, unused_parameters
 from modscope.collect.meta import (
@@ -28,7 +28,8 @@ from modscope.collect.meta import (
     module_bytes,
     real_tensor_islands,
 )
-from modscope.collect.walk import visits
+from modscope.collect.recursion import recursion_note
+from modscope.collect.walk import deep_copy, move, visits
 from modscope.errors import ForwardError, UsageError
 from modscope.hooks import preserved_state
 from modscope.inputs import ModelInputs, as_model_inputs
@@ -93,8 +94,9 @@ def analyse_forward(
                 measured, output, note = saved, result.output, None
             else:
                 measured, output, note = runner.measure_saved()
+            nodes = graph_nodes(output) if output is not None else []
             if output is not None:
-                unused = runner.unused_parameters(output)
+                unused = runner.unused_parameters(nodes)
             del output
             estimate = estimate_memory(
                 parameters,
@@ -104,6 +106,8 @@ def analyse_forward(
                 optimizer=optimizer,
                 notes=() if note is None else (note,),
             )
+            result.output = None
+            release(nodes)  # after the last reference to the output: a long graph is freed node by node
         result.output = None
         return _report(result, memory=estimate, unused=unused, notes=notes, **fields)
 
@@ -190,12 +194,12 @@ class _Runner:
             first_error = first_error or measured.error
         return None, None, f"training activations not measured: {type(first_error).__name__}: {_first_line(str(first_error))}"
 
-    def unused_parameters(self, output) -> tuple[str, ...] | None:
-        """Trainable parameters that ``output`` does not depend on; unknown (None) when a fallback module
-        handed back meta tensors, which cuts the autograd graph."""
+    def unused_parameters(self, nodes: list) -> tuple[str, ...] | None:
+        """Trainable parameters outside the output's autograd graph (``nodes``); unknown (None) when a fallback
+        module handed back meta tensors, which cuts the autograd graph."""
         if self.fallbacks:
             return None
-        return tuple(unused_parameters(self.model, reached_parameters(output)))
+        return tuple(unused_parameters(self.model, reached_parameters(nodes)))
 
 
 def _placed(model: nn.Module, device: str | None, stack: contextlib.ExitStack, notes: list[str]):
@@ -206,16 +210,18 @@ def _placed(model: nn.Module, device: str | None, stack: contextlib.ExitStack, n
         return model, "meta"  # _Runner copies it before running anything on it
     if _has_lazy(model):
         notes.append("the model has lazy modules, which the first forward initializes: it ran on a copy")
-        model = copy.deepcopy(model)
+        model = deep_copy(model)
     current = _model_device(model)
     if device is None or device_matches(current, device):
         return model, current
     if current == "meta":
         raise UsageError(f"the model is on the meta device (it has no data) and cannot run on {device}: use --device meta")
     stack.enter_context(preserved_state(model))
-    for p in model.parameters():
-        p.grad = None  # preserved_state puts the original .grad objects back, untouched by the move
-    model.to(device)
+    for v in visits(model):
+        for p in v.module._parameters.values():
+            if p is not None:
+                p.grad = None  # preserved_state puts the original .grad objects back, untouched by the move
+    move(model, device)
     notes.append(f"ran on {device}; the model was moved there for the pass and moved back after")
     return model, device
 
@@ -280,9 +286,17 @@ def _report(result: PassResult, *, memory=None, unused=None, notes=(), **fields)
 
 def _failure_message(result: PassResult) -> str:
     f = result.failure
-    where = f"module {f.module!r} ({f.type})" if f.module else f"the root module ({f.type})"
+    where = f"module {_short_name(f.module)!r} ({f.type})" if f.module else f"the root module ({f.type})"
     called = call_str(f.call.args, f.call.kwargs) or "no arguments"
-    return f"the forward pass failed in {where}, called with ({called}): {f.error}: {_first_line(f.message)}"
+    note = recursion_note(result.error, result.depth)
+    return f"the forward pass failed in {where}, called with ({called}): {f.error}: {_first_line(f.message)}{note}"
+
+
+def _short_name(name: str, limit: int = 100) -> str:
+    """A module name for a one-line message: a 2,000-deep name keeps its first and last parts."""
+    if len(name) <= limit:
+        return name
+    return f"{name[: limit // 2 - 10]}…{name[-(limit // 2):]} ({name.count('.') + 1} levels)"
 
 
 def _first_line(text: str) -> str:

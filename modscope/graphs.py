@@ -14,7 +14,8 @@ import torch.nn as nn
 from modscope.collect.dataflow import Flow, FlowNode, named_tensors, recording
 from modscope.collect.graph_fold import collapse_run, contract, prune_dead_ops
 from modscope.collect.layer_info import hyperparams
-from modscope.collect.walk import join, visits
+from modscope.collect.recursion import recursion_note, recursion_room
+from modscope.collect.walk import join, set_training, visits
 from modscope.errors import ForwardError, UsageError
 from modscope.hooks import module_hooks, preserved_state
 from modscope.inputs import as_model_inputs
@@ -194,8 +195,9 @@ def _dataflow(model: nn.Module, inputs, tree: _Tree, collapse: bool) -> tuple[Fl
         )
     leaves, hooked = tree.flow_leaves()
     split = {name for name in leaves if tree.info[name].params_total == 0 and tree.info[name].buffers_total == 0}
-    with preserved_state(model), torch.no_grad():
-        model.eval()
+    depth = max(v.depth for v in visits(model))
+    with preserved_state(model), torch.no_grad(), recursion_room(depth):
+        set_training(model, False)
         with recording(leaves, split, _tensor_names(model)) as rec:
             with module_hooks(model, pre=rec.pre, post=rec.post, modules=hooked):
                 for label, tensor in _named_inputs(model, inputs):
@@ -203,7 +205,8 @@ def _dataflow(model: nn.Module, inputs, tree: _Tree, collapse: bool) -> tuple[Fl
                 try:
                     output = inputs.call(model)
                 except Exception as exc:
-                    raise ForwardError(f"the forward pass raised {type(exc).__name__}: {exc}") from exc
+                    note = recursion_note(exc, depth)
+                    raise ForwardError(f"the forward pass raised {type(exc).__name__}: {exc}{note}") from exc
                 for label, tensor in named_tensors(output, "output"):
                     rec.add_output(label, tensor)
     flow = rec.flow

@@ -16,8 +16,9 @@ import torch
 import torch.nn as nn
 
 from modscope.collect.flops import FlopCounter
+from modscope.collect.recursion import recursion_room
 from modscope.collect.structure import describe, iter_tensors, storage_bytes, storage_key
-from modscope.collect.walk import visits
+from modscope.collect.walk import set_training, visits
 from modscope.hooks import module_hooks, preserved_state
 from modscope.inputs import ModelInputs
 from modscope.report.forward import CallShapes, ForwardFailure, ModuleForward
@@ -39,6 +40,7 @@ class PassResult:
     uncounted_ops: dict[str, int] | None
     peak_call_bytes: int  # largest inputs+outputs (distinct storages) of one module call
     never_called: list[str] = field(default_factory=list)
+    depth: int = 0  # of the module tree (the recursion room the pass had)
 
 
 @dataclass
@@ -174,14 +176,16 @@ def run_pass(
     which the FlopCounter's dispatch mode consults. Passes without FLOPs run no mode at all: a
     FlopCounterMode changes how control flow operators run (``torch.cond`` runs both branches under it).
     """
-    firsts = [(v.name, v.module) for v in visits(model) if v.first]
+    visited = visits(model)
+    firsts = [(v.name, v.module) for v in visited if v.first]
+    depth = max(v.depth for v in visited)
     counter = FlopCounter(reuse_meta=reuse_meta) if flops else None
     recorder = _Recorder([name for name, _ in firsts], counter, peak)
     output, error = None, None
     with contextlib.ExitStack() as stack:
         # preserved_state also forks the RNG: dropout leaves the user's stream alone
         stack.enter_context(preserved_state(model, modules=[m for _, m in firsts]))
-        model.train(training)
+        set_training(model, training, tree=[m for _, m in firsts])
         stack.enter_context(torch.set_grad_enabled(grad))
         if record:
             stack.enter_context(module_hooks(model, pre=recorder.pre, post=recorder.post, modules=firsts))
@@ -189,6 +193,7 @@ def run_pass(
             stack.enter_context(extra(counter))
         if counter is not None:
             stack.enter_context(counter)
+        stack.enter_context(recursion_room(depth))
         try:
             output = inputs.call(model)
         except Exception as exc:  # the user's model raised: report it, do not crash
@@ -211,6 +216,7 @@ def run_pass(
         uncounted_ops=counter.uncounted_ops() if flops else None,
         peak_call_bytes=max(recorder.peak, _whole_call_bytes(inputs, output) if error is None and peak else 0),
         never_called=never_called(firsts, recorder.stats) if error is None and record else [],
+        depth=depth,
     )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from modscope.collect.recursion import recursion_note, recursion_room
 from modscope.collect.loss import Loss, LossKind, loss_label, make_loss
 from modscope.collect.scalars import host_floats
 from modscope.collect.tensors import collect_tensors
@@ -65,13 +66,16 @@ def grads(
         raise UsageError(f"expected a torch.nn.Module, got {type(model).__name__}")
     thresholds = thresholds or GradThresholds()
     inputs = as_model_inputs(inputs)
-    with preserved_state(model), torch.enable_grad():
+    visited = visits(model)
+    depth = max(v.depth for v in visited)
+    with preserved_state(model, modules=[v.module for v in visited if v.first]), torch.enable_grad(), \
+            recursion_room(depth):
         try:
             output = inputs.call(model)
         except Exception as exc:
-            raise ForwardError(f"the model's forward raised {type(exc).__name__}: {exc}") from exc
+            note = recursion_note(exc, depth)
+            raise ForwardError(f"the model's forward raised {type(exc).__name__}: {exc}{note}") from exc
         loss_tensor = make_loss(output, loss, target)
-        visited = visits(model)
         collected = collect_tensors(visited)
         infos = [p for p in collected.parameters if p.initialized]
         trainable = [p for p in infos if p.requires_grad]

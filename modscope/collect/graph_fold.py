@@ -59,15 +59,18 @@ def collapse_run(flow: Flow, run: list[str]) -> bool:
     first block's), its outputs go only to the next block, and the last block's outgoing edges leave from
     nodes that have a counterpart in the first block.
     """
+    position = {name: k for k, name in enumerate(run)}
     member: dict[str, int] = {}
-    for node_id, node in flow.nodes.items():
-        for k, name in enumerate(run):
-            if within(node.scope, name):
-                member[node_id] = k
-                break
-    if any(k not in member.values() for k in range(len(run))):
+    for node_id, node in flow.nodes.items():  # the run member a node's scope is within (one lookup per level)
+        scope = node.scope
+        while scope and scope not in position:
+            scope = scope.rpartition(".")[0]
+        if scope in position:
+            member[node_id] = position[scope]
+    if len(set(member.values())) < len(run):
         return False
     last = len(run) - 1
+    pairs = {(s, d) for s, d, _ in flow.edges}
     kept: dict[tuple[str, str, str], None] = {}
     for edge in flow.edges:
         src, dst, label = edge
@@ -83,7 +86,7 @@ def collapse_run(flow: Flow, run: list[str]) -> bool:
         elif kd is not None:  # into block kd from outside the run
             if kd == 0:
                 kept[edge] = None
-            elif not _has_edge(flow, src, _counterpart(dst, run[kd], run[0])):
+            elif (src, _counterpart(dst, run[kd], run[0])) not in pairs:
                 return False
         else:  # out of block ks to outside the run
             if ks != last:
@@ -100,10 +103,6 @@ def collapse_run(flow: Flow, run: list[str]) -> bool:
 def _counterpart(node_id: str, block: str, first: str) -> str:
     """``layers.7.mlp/add#2`` -> ``layers.0.mlp/add#2`` (ids start with the owning module's name)."""
     return first + node_id[len(block):] if block else node_id
-
-
-def _has_edge(flow: Flow, src: str, dst: str) -> bool:
-    return any(s == src and d == dst for s, d, _ in flow.edges)
 
 
 def _keep(flow: Flow, keep: set[str]) -> None:

@@ -81,23 +81,14 @@ class SavedTensors:
         return sum(self.by_dtype.values())
 
 
-def reached_parameters(output: Any) -> set[int]:
-    """ids of the leaf tensors (parameters) that backward from ``output`` would give a gradient."""
-    stack = [t.grad_fn for t in iter_tensors(output) if t.grad_fn is not None]
-    # The nodes are kept, not just their ids: torch may hand out a fresh Python wrapper for a graph node on
-    # each access and free it when unused, so a dropped wrapper's id can come back for another node (torch
-    # 2.11 did: every parameter before the first branch was reported unused).
-    seen: dict[int, Any] = {}
+def reached_parameters(nodes: list) -> set[int]:
+    """ids of the leaf tensors (parameters) that backward through ``nodes`` (``graph_release.graph_nodes`` of
+    the output, which keeps the node objects: a dropped wrapper's id can come back for another node)."""
     reached: set[int] = set()
-    while stack:
-        node = stack.pop()
-        if node is None or id(node) in seen:
-            continue
-        seen[id(node)] = node
+    for node in nodes:
         variable = getattr(node, "variable", None)  # AccumulateGrad nodes hold their leaf
         if variable is not None:
             reached.add(id(variable))
-        stack.extend(fn for fn, _ in node.next_functions)
     return reached
 
 

@@ -9,7 +9,6 @@ out, so the rest of the model stays on meta.
 from __future__ import annotations
 
 import contextlib
-import copy
 import re
 from typing import Iterator
 
@@ -18,7 +17,7 @@ import torch.nn as nn
 
 from modscope.collect.hazards import plain_attributes
 from modscope.collect.structure import map_tensors
-from modscope.collect.walk import visits
+from modscope.collect.walk import deep_copy, to_empty, visits
 from modscope.hooks import module_hooks
 
 #: a module is run on real CPU tensors only when its weights and its inputs are each at most this big
@@ -41,7 +40,7 @@ def meta_copy(model: nn.Module) -> nn.Module:
         for _, t in plain_attributes(module):
             if id(t) not in memo:
                 memo[id(t)] = _to_meta(t)
-    return copy.deepcopy(model, memo)
+    return deep_copy(model, memo)
 
 
 def _to_meta(t: torch.Tensor) -> torch.Tensor:
@@ -78,7 +77,7 @@ def materialize(module: nn.Module, device: str = "cpu") -> None:
     Values come from each submodule's ``reset_parameters`` where it has one, else small normal noise;
     plain tensor attributes become uniform [0, 1) like ``torch.rand``.
     """
-    module.to_empty(device=device)
+    to_empty(module, device)
     with torch.no_grad():
         for visit in visits(module):
             m = visit.module

@@ -27,6 +27,8 @@ from typing import Any, Iterator
 import torch
 import torch.nn as nn
 
+from modscope.collect.recursion import recursion_note, recursion_room
+from modscope.collect.graph_release import graph_nodes, release
 from modscope.collect.loss import Loss, LossKind, loss_kind, loss_label, make_loss
 from modscope.collect.scalars import host_floats
 from modscope.collect.tensors import dtype_name, trainable_parameters
@@ -71,12 +73,14 @@ def find_nonfinite(
     kind = loss_kind(loss)
     error = None
     loss_value = None
-    with preserved_state(model), torch.enable_grad():
+    output = loss_tensor = None
+    depth = max(v.depth for v in visits(model))
+    with preserved_state(model), torch.enable_grad(), recursion_room(depth):
         with detect_nonfinite(model, backward=backward, name=name) as detector:
             try:
                 output = inputs.call(model)
             except Exception as exc:
-                error, output = f"{type(exc).__name__}: {exc}", None
+                error, output = f"{type(exc).__name__}: {exc}{recursion_note(exc, depth)}", None
             if output is not None:
                 loss_tensor = make_loss(output, kind, target)
                 if loss_tensor is not None:
@@ -85,6 +89,9 @@ def find_nonfinite(
                     if backward and params and loss_tensor.requires_grad:
                         torch.autograd.grad(loss_tensor, params, allow_unused=True)
         report = detector.report()
+    nodes = graph_nodes((output, loss_tensor))  # the hooks looked at this graph: free it node by node
+    del output, loss_tensor
+    release(nodes)
     if error is not None and report.forward is None:
         raise ForwardError(f"the model's forward raised {error}")
     return replace(report, loss=loss_label(kind), loss_value=loss_value, error=error)

@@ -20,9 +20,11 @@ import torch.nn as nn
 
 from modscope.collect.clocks import QueueAhead, clock_for, resolve_device
 from modscope.collect.structure import iter_tensors
+from modscope.collect.recursion import recursion_note, recursion_room
+from modscope.collect.graph_release import graph_nodes, release
 from modscope.collect.loss import Loss, LossKind, loss_kind, make_loss
 from modscope.collect.tensors import trainable_parameters
-from modscope.collect.walk import visits
+from modscope.collect.walk import move, visits
 from modscope.errors import ForwardError, UsageError
 from modscope.hooks import module_hooks, preserved_state
 from modscope.inputs import as_model_inputs
@@ -52,10 +54,12 @@ def time_layers(
     if warmup < 0 or repeat < 1:
         raise UsageError("--warmup must be >= 0 and --repeat >= 1")
     kind = loss_kind(loss)
-    home = next((t.device for t in (*model.parameters(), *model.buffers())), torch.device("cpu"))
+    home = next((t.device for v in visits(model) for t in (*v.module._parameters.values(), *v.module._buffers.values())
+                 if t is not None), torch.device("cpu"))
     device = resolve_device(device, home)
-    with preserved_state(model, rng_devices=(device,)), torch.enable_grad():
-        model.to(device)
+    depth = max(v.depth for v in visits(model))
+    with preserved_state(model, rng_devices=(device,)), torch.enable_grad(), recursion_room(depth):
+        move(model, device)
         run = _Runner(model, as_model_inputs(inputs).to(device), clock_for(device), backward, kind, target)
         timer = _LayerTimer(model, run.clock, backward, run.holds)
         bare, hooked, held = [], [], []
@@ -112,6 +116,9 @@ class _Runner:
             torch.autograd.grad(loss, self.params, allow_unused=True)
             end = clock.mark()
             holds.done()
+            nodes = graph_nodes((output, loss))  # hooks looked at this graph: free it node by node
+            del output, loss
+            release(nodes)
         clock.sync()  # once per iteration
         holds.settle()
         since = partial(clock.since, start)

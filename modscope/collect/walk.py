@@ -1,12 +1,15 @@
 """Iterative module traversal: no recursion, so 2,000-deep chains and 50,000-module models are fine.
 
 ``nn.Module.named_modules`` and ``state_dict`` recurse once per level and overflow Python's stack on very
-deep models; everything in modscope walks ``_modules`` with an explicit stack instead.
+deep models; everything in modscope walks ``_modules`` with an explicit stack instead, and the whole-tree
+operations an analysis needs (``train``, ``to``, ``to_empty``, ``deepcopy``) are done here one module at a time.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
+import torch
 import torch.nn as nn
 
 
@@ -56,3 +59,53 @@ def _in_chain(chain, key: int) -> bool:
             return True
         chain = chain[1]
     return False
+
+
+def modules(root: nn.Module) -> list[nn.Module]:
+    """Every module of ``root`` once, in pre-order (``model.modules()`` without recursion)."""
+    return [v.module for v in visits(root) if v.first]
+
+
+def set_training(root: nn.Module, mode: bool, *, tree: list[nn.Module] | None = None) -> None:
+    """``root.train(mode)`` without recursion. A module whose class overrides ``train`` gets its own method
+    called (for its whole subtree, as torch would) instead of having its flag set.
+
+    ``tree``: ``modules(root)``, when the caller already has it.
+    """
+    tree = modules(root) if tree is None else tree
+    handled: set[int] = set()  # modules an overriding train() took care of
+    for module in tree:
+        if id(module) in handled:
+            continue
+        if type(module).train is not nn.Module.train:
+            module.train(mode)
+            handled.update(id(m) for m in modules(module))
+        else:
+            module.training = mode
+
+
+def move(root: nn.Module, device) -> None:
+    """``root.to(device)`` without recursion: each module's own tensors, children before parents (as
+    ``Module._apply`` does). TorchScript modules are moved by their own ``.to``."""
+    if isinstance(root, torch.jit.ScriptModule):
+        root.to(device)
+        return
+    for module in reversed(modules(root)):
+        module._apply(lambda t: t.to(device), recurse=False)
+
+
+def to_empty(root: nn.Module, device) -> None:
+    """``root.to_empty(device=device)`` without recursion: uninitialized storage on ``device``."""
+    for module in reversed(modules(root)):
+        module.to_empty(device=device, recurse=False)
+
+
+def deep_copy(root: nn.Module, memo: dict | None = None) -> nn.Module:
+    """``copy.deepcopy(root, memo)`` without recursion through the module tree: modules are copied deepest
+    first, so each copy finds its children already in ``memo`` (ties and shared objects stay shared)."""
+    memo = {} if memo is None else memo
+    if isinstance(root, torch.jit.ScriptModule):
+        return copy.deepcopy(root, memo)
+    for module in reversed(modules(root)):
+        copy.deepcopy(module, memo)
+    return memo[id(root)]

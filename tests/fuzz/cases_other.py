@@ -74,12 +74,13 @@ def _safetensors_cases(b: Builder) -> None:
     texts = {
         "not-json": "{garbage",
         "not-object": "[1, 2, 3]",
-        "duplicate-name": text[:-1] + ", " + json.dumps(WEIGHT) + ": " + json.dumps(header[WEIGHT]) + "}",
         "deep-nesting": '{"__metadata__": ' + of.deep_json(10**5) + "}",
         "deep-entry": '{"w": {"dtype": "F32", "shape": ' + of.deep_json(10**5) + ', "data_offsets": [0, 4]}}',
     }
     for name, body in texts.items():
         b.bad(f"safetensors/{name}", of.raw_safetensors(d / f"{name}.safetensors", body, data), ref)
+    duplicate = text[:-1] + ", " + json.dumps(WEIGHT) + ": " + json.dumps(header[WEIGHT]) + "}"
+    b.either("safetensors/duplicate-name", of.raw_safetensors(d / "duplicate.safetensors", duplicate, data), ref)
     b.bad("safetensors/bad-utf8", of.raw_safetensors(d / "bad-utf8.safetensors", b'{"\xff\xfe": 1}', data), ref)
     blob = ref.read_bytes()
     for n in (8, 20, len(blob) - len(data) - 1, len(blob) - 10, len(blob) - 1):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tests.fuzz import commands as cmds
 from tests.fuzz.cases import Case
+from tests.fuzz.worker import parses_as_json
 
 REPO = Path(__file__).resolve().parents[2]
 GRACE_S = 10.0  # past the in-process alarm, the worker is killed (a hang in C code the alarm cannot stop)
@@ -38,6 +39,7 @@ class Run:
     signal: int | None = None  # the process died of this signal
     rss_excess_kib: int | None = None  # worker: the run's peak RSS above its RSS at the start
     marker: bool = False  # the case's payload ran
+    json_ok: bool | None = None  # the whole stdout parsed as JSON (stdout itself is kept truncated)
 
     def first_line(self) -> str:
         lines = self.stderr.strip().splitlines()
@@ -128,15 +130,19 @@ def _worker_loop(jobs: queue.Queue, results: list, lock, commands: dict, model: 
                 alive = worker.proc.poll() is None
                 if alive:
                     worker.proc.kill()
+                tail = worker.log_tail().strip().splitlines()
                 code = worker.stop()
                 run.timed_out = alive
                 run.signal = -code if code is not None and code < 0 else None
                 run.code = None if alive or run.signal else code
-                run.stderr = "" if alive else worker_log_note(code)
+                run.stderr = "" if alive else f"(worker ended with {code}) " + " / ".join(
+                    line for line in tail if line.startswith("Fatal Python error")
+                )
                 worker = None
             else:
                 run.code, run.timed_out = answer["code"], answer["timed_out"]
                 run.stdout, run.stderr, run.elapsed = answer["stdout"], answer["stderr"], answer["elapsed"]
+                run.json_ok = answer["json_ok"]
                 if case.bounded:
                     run.rss_excess_kib = max(0, answer["peak"] - answer["rss_before"])
             _check_marker(case, run)
@@ -144,10 +150,6 @@ def _worker_loop(jobs: queue.Queue, results: list, lock, commands: dict, model: 
                 results.append(run)
     if worker is not None:
         worker.stop()
-
-
-def worker_log_note(code) -> str:
-    return f"(worker process ended with {code})"
 
 
 def run_matrix(cases: list[Case], commands: dict, model: str, *, workers: int, timeout: float,
@@ -195,7 +197,9 @@ def run_process(case: Case, command: str, template: list[str], model: str, timeo
             run.code = os.WEXITSTATUS(status)
         for stream, attr in ((out, "stdout"), (err, "stderr")):
             stream.seek(0)
-            setattr(run, attr, stream.read().decode(errors="replace")[-20000:])
+            setattr(run, attr, stream.read().decode(errors="replace"))
+        run.json_ok = parses_as_json(run.stdout)
+        run.stdout, run.stderr = run.stdout[-20000:], run.stderr[-20000:]
     _check_marker(case, run)
     return run, usage.ru_maxrss
 
@@ -206,5 +210,5 @@ def _no_core() -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
-def as_records(runs: list[Run]) -> list[dict]:
-    return [asdict(r) for r in runs]
+def as_record(run: Run) -> dict:
+    return asdict(run)

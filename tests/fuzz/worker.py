@@ -30,6 +30,14 @@ def _alarm(signum, frame):
     raise CaseTimeout()
 
 
+def parses_as_json(text: str) -> bool:
+    try:
+        json.loads(text)
+        return True
+    except ValueError:
+        return False
+
+
 def _status_kib(field: str) -> int | None:
     try:
         with open("/proc/self/status") as f:
@@ -86,10 +94,12 @@ def run(command, argv: list[str], timeout: float, saved_filters: list) -> dict:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         os.chdir(cwd)
+    text = out.getvalue()
     return {
         "code": None if _fired["timeout"] else code,
+        "json_ok": parses_as_json(text),
         "timed_out": _fired["timeout"],
-        "stdout": out.getvalue()[-20000:],
+        "stdout": text[-20000:],
         "stderr": err.getvalue()[-20000:],
         "elapsed": time.perf_counter() - start,
         "rss_before": before,

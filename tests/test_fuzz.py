@@ -61,7 +61,10 @@ def fuzz(tmp_path_factory):
     model = model_target(root)
     commands = cmds.FULL if FULL else cmds.DEFAULT
     ref = str(root / "cases" / "torch" / "valid.pt")
-    warmup = [["summary", ref], ["diff", ref, ref], ["check", model, "--weights", ref], ["summary", model, "--weights", ref]]
+    warmup = [["summary", ref], ["diff", ref, ref], ["check", model, "--weights", ref]]
+    warmup += [["summary", model, "--weights", ref], ["summary", str(root / "cases" / "dcp" / "valid")]]
+    if FULL:
+        warmup.append(["nan", model, "--weights", ref, "--input", "2,4"])  # imports sympy (FLOP formulas)
     runs = harness.run_matrix(cases, commands, model, workers=WORKERS, timeout=TIMEOUT_S, warmup=warmup)
     phases["matrix_s"] = time.perf_counter() - start - phases["build_s"]
     by_name = {c.name: c for c in cases}

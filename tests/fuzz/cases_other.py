@@ -114,7 +114,8 @@ def _index_cases(b: Builder) -> None:
         getattr(b, kind)(f"index/{name}", index, ref, **options)
 
     def shards_at(target):
-        return lambda doc: {**doc, "weight_map": {k: (target if v == first else v) for k, v in doc["weight_map"].items()}}
+        """An index change: the first shard's file named ``target`` instead."""
+        return lambda doc: {**doc, "weight_map": {k: target if v == first else v for k, v in doc["weight_map"].items()}}
 
     doc("dotdot", shards_at(os.path.relpath(outside, d / "dotdot")))
     doc("absolute", shards_at(str(outside)))

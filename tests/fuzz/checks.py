@@ -4,7 +4,8 @@ from __future__ import annotations
 from tests.fuzz import commands as cmds
 from tests.fuzz.cases import Case
 
-RSS_LIMIT_KIB = 256 << 10  # peak memory a small file may add (worker: over the run's start; process: over a valid file's)
+#: peak memory a small file may add (a worker run: over its start; a process: over a valid file's process)
+RSS_LIMIT_KIB = 256 << 10
 CHECKS = {
     "payload": "a payload created its marker file",
     "traceback": "a traceback on stderr",

@@ -51,7 +51,8 @@ class Run:
 
 
 def child_env(log: str | None = None) -> dict[str, str]:
-    env = dict(os.environ, COLUMNS="120", NO_COLOR="1", PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    env = dict(os.environ, COLUMNS="120", NO_COLOR="1", PYTHONPATH=path)
     env.pop("PYTHONDONTWRITEBYTECODE", None)  # bytecode written next to user files must show
     if log:
         env["MODSCOPE_FUZZ_LOG"] = log
@@ -145,6 +146,9 @@ def _worker_loop(jobs: queue.Queue, results: list, lock, commands: dict, model: 
                 run.json_ok = answer["json_ok"]
                 if case.bounded:
                     run.rss_excess_kib = max(0, answer["peak"] - answer["rss_before"])
+                if run.timed_out:  # the alarm may have landed anywhere (in a lazy import of torch's, say):
+                    worker.stop()  # the next case gets a clean process
+                    worker = None
             _check_marker(case, run)
             with lock:
                 results.append(run)
@@ -156,8 +160,8 @@ def run_matrix(cases: list[Case], commands: dict, model: str, *, workers: int, t
                warmup: list[list[str]]) -> list[Run]:  # fmt: skip
     """Every command over every case, spread over ``workers`` in-process workers (each case on one worker).
 
-    A worker that crashes or stops answering is replaced (the run is reported); one whose alarm stopped a
-    run goes on (the alarm raised inside the run, as Ctrl-C would)."""
+    A worker that crashes, stops answering or had a run stopped by its alarm is replaced (the run is
+    reported): a half-finished import or lock must not poison the cases after it."""
     jobs: queue.Queue = queue.Queue()
     for case in sorted(cases, key=lambda c: c.kind != "valid"):
         jobs.put(case)

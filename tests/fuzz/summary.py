@@ -13,7 +13,8 @@ def main(path: str) -> None:
         report = json.load(f)
     runs = report["runs"]
     phases = ", ".join(f"{k[:-2]} {report[k]:.0f} s" for k in ("build_s", "matrix_s", "process_s") if k in report)
-    print(f"{report['cases']} cases, {len(report['commands'])} commands, {len(runs)} runs, {report['wall_s']:.0f} s ({phases})")
+    figures = f"{report['cases']} cases, {len(report['commands'])} commands, {len(runs)} runs"
+    print(f"{figures}, {report['wall_s']:.0f} s ({phases})")
     failing = [r for r in runs if r["problems"]]
     print(f"{len(runs) - len(failing)} runs passed every check; {len(failing)} failed one or more")
     for key, title in CHECKS.items():

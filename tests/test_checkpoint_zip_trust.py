@@ -108,8 +108,10 @@ def test_unknown_byteorder_is_refused(tmp_path):
     _one_line_error(_cli("diff", str(odd), str(odd)), "byteorder")
 
 
-def _pickle_claiming(numel: int, key: str = "0") -> bytes:
-    """A data.pkl holding one float tensor whose storage declares ``numel`` elements."""
+def _pickle_claiming(numel: int, key: str = "0", size: tuple = None, stride: tuple = (1,)) -> bytes:
+    """A data.pkl holding one float tensor whose storage declares ``numel`` elements (viewed as ``size`` with
+    ``stride``; default: all of it, flat)."""
+    size = (numel,) if size is None else size
 
     class Storage:
         pass
@@ -118,7 +120,7 @@ def _pickle_claiming(numel: int, key: str = "0") -> bytes:
 
     class Tensor:
         def __reduce__(self):
-            return torch._utils._rebuild_tensor_v2, (storage, 0, (numel,), (1,), False, collections.OrderedDict())
+            return torch._utils._rebuild_tensor_v2, (storage, 0, size, stride, False, collections.OrderedDict())
 
     class Pickler(pickle.Pickler):
         def persistent_id(self, obj):
@@ -155,6 +157,19 @@ def test_views_must_fit_their_storage(tmp_path):
     torch.save(state, tmp_path / "a.pt")
     short = _rezip(tmp_path / "a.pt", tmp_path / "short.pt", 0, lambda n, d: d[:32] if n.endswith("data/0") else d)
     _one_line_error(_cli("diff", str(short), str(short)), "record holds 32")
+
+
+@pytest.mark.parametrize("stride", [(-1, 1), (3, -1)])
+def test_views_torch_cannot_represent_are_refused(tmp_path, stride):
+    """torch's meta rebuild quietly turns negative strides into contiguous ones (values read in the wrong
+    order, exit 0 before); torch.load itself refuses such a file."""
+    data = _pickle_claiming(6, size=(2, 3), stride=stride)
+    path = _archive(tmp_path / "strides.pt", {"data.pkl": data, "byteorder": b"little", "data/0": b"\0" * 24})
+    with pytest.raises(RuntimeError):
+        torch.load(path, weights_only=True)
+    with pytest.raises(CheckpointError, match="cannot represent"):
+        open_checkpoint(str(path))
+    _one_line_error(_cli("summary", str(path)), "cannot represent")
 
 
 _CENTRAL = {  # offsets inside the first central directory entry

@@ -112,16 +112,25 @@ def storage_dtype(type_name: str) -> torch.dtype | None:
 
 
 class InertUnpickler(pickle.Unpickler):
-    """Unpickles into Stubs, InertDicts, StorageRefs and TensorRecords; ``storages`` lists each key met."""
+    """Unpickles into Stubs, InertDicts, StorageRefs and TensorRecords; ``storages`` lists each key met and
+    ``tensors`` every tensor rebuild, in pickle order."""
 
     def __init__(self, file, *, where: str):
         super().__init__(file, encoding="utf-8")
         self.where = where
         self.storages: dict[str, StorageRef] = {}
+        self.tensors: list[TensorRecord] = []
         self._classes: dict[tuple[str, str], type] = {}
+
+    def _record_tensor(self, storage, offset, size, stride, *rest):
+        record = _rebuild_tensor(storage, offset, size, stride)
+        self.tensors.append(record)
+        return record
 
     def find_class(self, module: str, name: str):
         key = (str(module), str(name))
+        if _KNOWN.get(key) is _rebuild_tensor:
+            return self._record_tensor
         known = _KNOWN.get(key)
         if known is not None:
             return known

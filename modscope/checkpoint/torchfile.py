@@ -119,6 +119,7 @@ def open_torch_zip(path: str, *, trust: bool) -> CheckpointReader:
             obj = _unpickle(data, archive, root, trust)
         tensors, containers, metadata = flatten(obj, path)
         stored, in_memory = _stored(tensors, path)
+        _check_declared_views(stored, _declared_views(data, path, root, trust), path)
         return ArchiveReader(
             archive, stored, order=order, fmt="torch", in_memory=in_memory, containers=containers, metadata=metadata
         )
@@ -193,6 +194,33 @@ def _stored(tensors: dict[str, torch.Tensor], path: str) -> tuple[dict[str, Stor
             record, t.dtype, tuple(t.shape), tuple(t.stride()), t.storage_offset(), storage.nbytes()
         )
     return stored, in_memory
+
+
+def _declared_views(data: bytes, path: str, root: str, trust: bool) -> set[tuple] | None:
+    """(record, element offset, shape, strides) of every tensor ``data.pkl`` declares, read by the inert unpickler
+    (runs nothing): torch's meta rebuild silently makes some invalid views (negative strides) contiguous."""
+    from modscope.checkpoint.inert import InertUnpickler
+
+    unpickler = InertUnpickler(io.BytesIO(data), where=path)
+    try:
+        with unpickling_errors(path, False):
+            unpickler.load()
+    except ModscopeError:
+        if trust:  # a trusted pickle may build what the inert reader cannot follow; torch built it already
+            return None
+        raise
+    return {(f"{root}data/{t.storage.key}", t.offset, t.shape, t.stride) for t in unpickler.tensors}
+
+
+def _check_declared_views(stored: dict[str, StoredTensor], declared: set[tuple] | None, path: str) -> None:
+    if declared is None:
+        return
+    for name, t in stored.items():
+        if (t.record, t.offset, t.shape, t.stride) not in declared:
+            raise CheckpointError(
+                f"{path} is corrupt: tensor {printable(name)} declares a view of its storage that torch cannot "
+                "represent (negative or malformed strides, size or offset)"
+            )
 
 
 def open_torch_legacy(path: str, *, trust: bool) -> CheckpointReader:

@@ -322,6 +322,7 @@ def load_saved_module(path: Path, *, trust: bool = False) -> nn.Module:
         if inner is not None:
             return load_saved_module(inner, trust=trust)
         raise LoadError(f"{path} is a directory, not a model: give path/to/file.py:Name or a saved model file")
+    _check_archive(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -339,6 +340,26 @@ def load_saved_module(path: Path, *, trust: bool = False) -> nn.Module:
         f"{path} holds a {type(obj).__name__} (a checkpoint or state_dict), not a model: "
         "give the model as path/to/file.py:Name"
     )
+
+
+def _check_archive(path: Path) -> None:
+    """Before torch reads a zip archive: a regular file whose records are sound and whose pickle is within
+    modscope's cap (a 1 MB file can inflate a 1 GiB pickle; torch would inflate it into memory first)."""
+    from modscope.checkpoint.guard import regular_file
+    from modscope.checkpoint.torchfile import MAX_PICKLE_BYTES
+    from modscope.checkpoint.ziparchive import ZipArchive
+    from modscope.errors import CheckpointError
+
+    regular_file(str(path))
+    if not zipfile.is_zipfile(path):
+        return  # the legacy format: torch reads it as a stream
+    archive = ZipArchive(str(path))
+    name = archive.root() + "data.pkl"
+    if archive.records[name].size > MAX_PICKLE_BYTES:
+        raise CheckpointError(
+            f"{path}: its pickle {name} is {archive.records[name].size} bytes uncompressed, over modscope's limit of "
+            f"{MAX_PICKLE_BYTES} bytes (not read)"
+        )
 
 
 def _torchscript_in(folder: Path) -> Path | None:

@@ -212,6 +212,15 @@ def test_inflating_pickle_is_refused_before_it_is_inflated(tmp_path):
         tracemalloc.stop()
     assert peak < 16 << 20, peak
     _one_line_error(_cli("diff", str(path), str(path)), "limit")
+    tracemalloc.start()
+    try:  # read as a saved whole model (audit, summary of a model file): torch would inflate it first
+        with pytest.raises(CheckpointError, match="over modscope's limit"):
+            load_model(str(path), trust=True)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, peak
+    _one_line_error(_cli("audit", str(path)), "limit")
 
 
 def test_deflated_records_that_inflate_to_other_bytes_are_refused(tmp_path):

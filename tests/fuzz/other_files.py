@@ -8,11 +8,12 @@ import os
 import pickle
 import shutil
 import struct
-import warnings
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
+
+from tests.checkpoint_files import write_dcp
 
 
 def write_safetensors(path: Path, state: dict[str, torch.Tensor]) -> Path:
@@ -88,15 +89,6 @@ def retargeted_index(src_folder: Path, dst_folder: Path, change) -> Path:
 
 
 # --- torch.distributed.checkpoint ----------------------------------------------------------------------------
-
-
-def write_dcp(folder: Path, state: dict) -> Path:
-    import torch.distributed.checkpoint as dcp
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        dcp.save(state, checkpoint_id=str(folder))
-    return folder
 
 
 def load_metadata(folder: Path):

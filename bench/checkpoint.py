@@ -53,7 +53,7 @@ print(total, time.perf_counter() - start)
 
 DIFF = """
 import sys, time
-import modscope, modscope.compare  # torch is imported here, before the clock starts
+import modscope, modscope.api.compare  # torch is imported here, before the clock starts
 start = time.perf_counter()
 report = modscope.diff(sys.argv[1], sys.argv[2])
 print(len(report.value_changed), report.unchanged, time.perf_counter() - start)
@@ -211,7 +211,7 @@ def bench_keys_only(folder: Path) -> None:
     index_b, _ = write_header_only_index(folder / "b", shapes_b)
     cli = "import sys; from modscope.cli import main; sys.argv = ['modscope', *sys.argv[1:]]; main()"
     timed = (  # the CLI ends the process itself (after atexit handlers): the clock stops in one
-        "import atexit, sys, time, torch, modscope.compare, modscope.cli.checkpoint_commands\n"
+        "import atexit, sys, time, torch, modscope.api.compare, modscope.cli.checkpoint_commands\n"
         "start = time.perf_counter()\n"
         "atexit.register(lambda: print('seconds', time.perf_counter() - start))\n"
         "from modscope.cli import main\n"

@@ -33,7 +33,7 @@ if str(REPO) not in sys.path:
 
 import modscope  # noqa: E402
 from bench.common import run  # noqa: E402
-from modscope.forward import analyse_forward  # noqa: E402
+from modscope.api.forward import analyse_forward  # noqa: E402
 
 ZOO = ("resnet50", "vit_b_16", "efficientnet_b0", "convnext_tiny")
 DECODER_CMD = [

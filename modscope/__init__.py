@@ -19,34 +19,34 @@ import importlib
 __version__ = "0.1.0"
 
 _LAZY = {
-    "summary": "modscope.static",
-    "audit": "modscope.static",
-    "graph": "modscope.graphs",
-    "distributed_summary": "modscope.distributed",
-    "distributed_audit": "modscope.distributed",
-    "load_model": "modscope.load",
-    "ModelInputs": "modscope.inputs",
-    "preserved_state": "modscope.hooks",
+    "summary": "modscope.api.static",
+    "audit": "modscope.api.static",
+    "graph": "modscope.api.graphs",
+    "distributed_summary": "modscope.api.distributed",
+    "distributed_audit": "modscope.api.distributed",
+    "load_model": "modscope.load.target",
+    "ModelInputs": "modscope.load.inputs",
+    "preserved_state": "modscope.collect.hooks",
     "ModscopeError": "modscope.errors",
     "ForwardError": "modscope.errors",
     "SummaryReport": "modscope.report",
     "AuditReport": "modscope.report",
     "open_checkpoint": "modscope.checkpoint",
     "load_weights": "modscope.checkpoint.weights",
-    "inspect_checkpoint": "modscope.compare",
-    "diff": "modscope.compare",
-    "check": "modscope.compare",
+    "inspect_checkpoint": "modscope.api.compare",
+    "diff": "modscope.api.compare",
+    "check": "modscope.api.compare",
     "CheckpointSummary": "modscope.report.checkpoint",
     "CompatReport": "modscope.report.checkpoint",
     "StateDictDiff": "modscope.report.diff",
     "ModelGraph": "modscope.report.graph",
     "ForwardReport": "modscope.report",
-    "grads": "modscope.collect.grads",
-    "watch_gradients": "modscope.collect.grad_watch",
+    "grads": "modscope.collect.training.grads",
+    "watch_gradients": "modscope.collect.training.grad_watch",
     "save_grad_plot": "modscope.render.grad_plot",
-    "detect_nonfinite": "modscope.collect.nonfinite",
-    "find_nonfinite": "modscope.collect.nonfinite",
-    "time_layers": "modscope.collect.timing",
+    "detect_nonfinite": "modscope.collect.training.nonfinite",
+    "find_nonfinite": "modscope.collect.training.nonfinite",
+    "time_layers": "modscope.collect.training.timing",
     "GradThresholds": "modscope.report",
     "GradReport": "modscope.report",
     "GradWatchReport": "modscope.report",
@@ -59,6 +59,8 @@ __all__ = sorted(_LAZY) + ["__version__"]
 
 def __getattr__(name: str):
     if name in _LAZY:
+        from modscope.render import views  # noqa: F401  (reports can show themselves: report/presented.py)
+
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value

@@ -25,7 +25,7 @@ MAX_DIFF_LINES = 40
 def build_snapshot(model, inputs: Any = None) -> dict[str, Any]:
     """The snapshot of ``model`` as plain data; with ``inputs``, also what every module was called with and
     returned in one forward pass (``modscope.summary(model, inputs=...)``, eval mode)."""
-    from modscope.static import summary
+    from modscope.api.static import summary
 
     report = summary(model, inputs=inputs, flops=False, memory=False, check_values=False)
     totals = report.totals
@@ -194,7 +194,7 @@ def _tensor_line(info) -> str:
 
 def _call_line(module) -> str:
     """'2x3x32x32 -> (2x10, 2x4)' for a module's first call; '[3 calls]' when it ran more than once."""
-    from modscope._format import call_str, structure_str
+    from modscope.render.structure_text import call_str, structure_str
 
     first = module.first
     line = f"{call_str(first.args, first.kwargs)} -> {structure_str(first.output)}"

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from modscope.checkpoint import open_checkpoint
-from modscope.collect.checkpoint import summarize_checkpoint
+from modscope.collect.statedict.checkpoint import summarize_checkpoint
 from modscope.errors import CheckpointError, UnsafeLoadError
 from modscope.report import SharedKind
 from tests.checkpoint_files import (

@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 
 from modscope.checkpoint import open_checkpoint
 from modscope.checkpoint.guard import json_depth, load_json
-from modscope.collect.checkpoint import summarize_checkpoint
+from modscope.collect.statedict.checkpoint import summarize_checkpoint
 from modscope.errors import CheckpointError
 from tests.checkpoint_files import small_state, untied, write_dcp, write_safetensors, write_sharded
 from tests.conftest import run_modscope

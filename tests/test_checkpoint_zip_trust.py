@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from modscope.checkpoint import open_checkpoint
 from modscope.cli import app
 from modscope.errors import CheckpointError, UnsafeLoadError
-from modscope.load import load_model
+from modscope.load.target import load_model
 from tests.conftest import run_modscope
 
 SMALL = "tests/checkpoint_files.py:Small"

@@ -25,13 +25,13 @@ def chain() -> nn.Module:
 
 def _state(model) -> dict:
     """``model.state_dict()`` without torch's recursion."""
-    from modscope.collect.walk import join, visits
+    from modscope.core.walk import join, visits
 
     return {join(v.name, k): t.detach() for v in visits(model) if v.first for k, t in v.module._parameters.items()}
 
 
 def _flags(model):
-    from modscope.collect.walk import modules
+    from modscope.core.walk import modules
 
     return [m.training for m in modules(model)]
 

@@ -13,10 +13,10 @@ import torch
 from typer.testing import CliRunner
 
 import modscope
+from modscope.checkpoint import mapped as mapped_module
 from modscope.checkpoint import open_checkpoint
 from modscope.cli import app
-from modscope.checkpoint import mapped as mapped_module
-from modscope.collect import values
+from modscope.collect.statedict import values
 from modscope.errors import CheckpointError
 from tests.checkpoint_files import checksums, small_state, write_dcp, write_safetensors, write_sharded, write_torch
 from tests.conftest import REPO
@@ -337,9 +337,9 @@ def test_memory_is_bounded_by_chunks_not_tensors(tmp_path, writer):
     a[::7] += 1
     pb = writer(tmp_path / "b.bin", {"big": a})
     del a
-    baseline = _peak_kib(f"import torch, modscope.compare; {_PEAK}")
+    baseline = _peak_kib(f"import torch, modscope.api.compare; {_PEAK}")
     used = _peak_kib(  # reads of 4 MiB per side: two in flight are 16 MiB, the two tensors 192 MiB
-        "import modscope, modscope.collect.values as v; v.IO_BYTES = 4 << 20; "
+        "import modscope, modscope.collect.statedict.values as v; v.IO_BYTES = 4 << 20; "
         f"d = modscope.diff({str(pa)!r}, {str(pb)!r}); assert not d.identical; {_PEAK}"
     )
     loaded = _peak_kib(  # the measurement itself must see whole tensors when they are read whole

@@ -12,9 +12,8 @@ import sys
 
 import pytest
 import torch
-from torch import nn
-
 from distributed_harness import REPO, job_env, run, torchrun
+from torch import nn
 
 FSDP_PARAMS = 31392  # examples/sharded.py:MLP() with its defaults
 SCENARIOS = ("api", "findings", "rank_error", "mismatch", "dcp")
@@ -342,7 +341,7 @@ def test_dcp_value_diff_never_assembles_a_whole_tensor(ckpt, monkeypatch):
 def test_local_numel_range_follows_torch_chunk():
     from torch.distributed.tensor import Replicate, Shard
 
-    from modscope.collect.dtensor import local_numel_range
+    from modscope.collect.distributed.dtensor import local_numel_range
 
     assert local_numel_range((7, 5), (2,), [Shard(0)]) == (15, 20)  # 4 and 3 rows
     assert local_numel_range((3,), (4,), [Shard(0)]) == (0, 1)  # 1, 1, 1, 0
@@ -352,7 +351,7 @@ def test_local_numel_range_follows_torch_chunk():
 
 
 def test_rank_ranges_and_failures_text():
-    from modscope.collect.distributed import failures_text, rank_ranges
+    from modscope.collect.distributed.ranks import failures_text, rank_ranges
 
     assert rank_ranges([5, 0, 1, 2, 7, 8]) == "0-2, 5, 7-8"
     text = failures_text([(0, "boom"), (1, "boom"), (3, "other")], 4)
@@ -360,7 +359,7 @@ def test_rank_ranges_and_failures_text():
 
 
 def test_merge_findings_labels_ranks():
-    from modscope.distributed import merge_findings
+    from modscope.api.distributed import merge_findings
     from modscope.report import Finding
 
     same = Finding("a", "x", "everywhere")
@@ -372,7 +371,7 @@ def test_merge_findings_labels_ranks():
 
 
 def test_bit_checksum_is_exact():
-    from modscope.collect.distributed import bit_checksum
+    from modscope.collect.distributed.ranks import bit_checksum
 
     a = torch.randn(1000)
     b = a.clone()
@@ -397,7 +396,7 @@ def test_distributed_summary_without_a_process_group():
 
 def test_static_collectors_on_a_build_without_torch_distributed(monkeypatch):
     import modscope
-    from modscope.collect import dtensor as d
+    from modscope.collect.distributed import dtensor as d
 
     d._dtensor_types.cache_clear()
     d._fsdp_module_types.cache_clear()

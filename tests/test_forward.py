@@ -10,7 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import modscope
 from modscope.errors import ForwardError, UsageError
-from modscope.inputs import ModelInputs
+from modscope.load.inputs import ModelInputs
 from modscope.render.json import dumps
 from modscope.report.forward import Record, TensorMeta
 from tests import forward_models as fm
@@ -270,7 +270,7 @@ def _example(name: str):
 
 
 def test_describe_cuts_big_and_deep_structures_short():
-    from modscope.collect.structure import MAX_DEPTH, MAX_ITEMS, describe
+    from modscope.collect.forward.structure import MAX_DEPTH, MAX_ITEMS, describe
     from modscope.report.forward import Opaque
 
     many = describe([torch.zeros(1)] * (MAX_ITEMS + 5))

@@ -6,10 +6,10 @@ import torch
 import torch.nn as nn
 
 import modscope
-import modscope.forward
+import modscope.api.forward
 from bench.decoder import decoder_tiny
 from examples.d2l_blocks import Chimera, FixedHiddenMLP
-from modscope.collect.meta import meta_copy
+from modscope.collect.forward.meta import meta_copy
 from modscope.errors import ForwardError
 from modscope.report.forward import TensorMeta
 from tests import forward_models as fm
@@ -74,7 +74,7 @@ def test_fallback_on_a_model_built_on_meta_copies_it_first():
 
 
 def test_fallback_refused_when_the_module_is_too_big(monkeypatch):
-    monkeypatch.setattr(modscope.forward, "FALLBACK_MAX_BYTES", 1024)
+    monkeypatch.setattr(modscope.api.forward, "FALLBACK_MAX_BYTES", 1024)
     with pytest.raises(ForwardError) as caught:
         modscope.summary(fm.DataDependentBig(), inputs=torch.randn(2, 64), device="meta")
     assert "meta" in str(caught.value) and caught.value.partial.forward.failure.module == ""

@@ -8,7 +8,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import modscope
 from examples import catalog
-from modscope.inputs import build_inputs
+from modscope.load.inputs import build_inputs
 from modscope.report.forward import Record, TensorMeta
 from tests.contract import assert_unchanged, snapshot
 

@@ -173,7 +173,7 @@ EXAMPLE_PROBLEMS = {"param_dict_dense": {"no_grad"}}
 @pytest.mark.parametrize("name", _example_ids())
 def test_examples(name):
     from examples.catalog import get
-    from modscope.inputs import build_inputs
+    from modscope.load.inputs import build_inputs
 
     example = get(name)
     if "needs_torchvision" in example.notes:

@@ -16,7 +16,7 @@ if str(ROOT) not in sys.path:
 import modscope  # noqa: E402
 from examples import catalog  # noqa: E402
 from modscope.errors import ForwardError, UsageError  # noqa: E402
-from modscope.inputs import parse_tensor_spec  # noqa: E402
+from modscope.load.inputs import parse_tensor_spec  # noqa: E402
 from modscope.report.graph import EdgeKind, GraphMode, NodeKind  # noqa: E402
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from torch import nn
 
-from modscope.collect.layer_info import describe, hyperparams
+from modscope.collect.graphs.layer_info import describe, hyperparams
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from modscope.errors import UsageError
-from modscope.inputs import ModelInputs, as_model_inputs, build_inputs, parse_tensor_spec
+from modscope.load.inputs import ModelInputs, as_model_inputs, build_inputs, parse_tensor_spec
 
 
 def test_shapes_dtypes_and_ranges():

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from modscope.errors import LoadError, UnsafeLoadError, UsageError
-from modscope.load import load_model, parse_constructor_args
+from modscope.load.target import load_model, parse_constructor_args
 
 USER_FILE = textwrap.dedent(
     """

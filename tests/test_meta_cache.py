@@ -7,11 +7,11 @@ import torch.nn as nn
 
 from bench.decoder import Decoder
 from examples import catalog
-from modscope.collect.flops import FlopCounter
-from modscope.collect.forward import run_pass
-from modscope.collect.meta import meta_copy
-from modscope.collect.meta_cache import MetaResultCache, can_cache
-from modscope.inputs import build_inputs
+from modscope.collect.forward.flops import FlopCounter
+from modscope.collect.forward.meta import meta_copy
+from modscope.collect.forward.meta_cache import MetaResultCache, can_cache
+from modscope.collect.forward.run import run_pass
+from modscope.load.inputs import build_inputs
 
 aten = torch.ops.aten
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 import modscope
-from modscope.hooks import StateNotRestoredWarning, preserved_state
+from modscope.collect.hooks import StateNotRestoredWarning, preserved_state
 from tests import mutating_models as pm
 from tests.contract import assert_unchanged, snapshot
 

@@ -46,7 +46,7 @@ class VirtualClock:
 @pytest.fixture
 def virtual(monkeypatch):
     """time_layers with the virtual clock: returns a function like time_layers(model, inputs, ...)."""
-    import modscope.collect.timing as timing
+    import modscope.collect.training.timing as timing
 
     monkeypatch.setattr(tm, "VIRTUAL_NS", [0])
     monkeypatch.setattr(timing, "clock_for", lambda device: VirtualClock())
@@ -89,7 +89,7 @@ class WaitsForTheGpu(nn.Module):
 
 
 def _holding(monkeypatch) -> HoldingClock:
-    import modscope.collect.timing as timing
+    import modscope.collect.training.timing as timing
 
     clock = HoldingClock()
     monkeypatch.setattr(tm, "VIRTUAL_NS", [0])
@@ -100,7 +100,7 @@ def _holding(monkeypatch) -> HoldingClock:
 def test_iterations_are_queued_behind_a_hold_sized_from_the_last_one(monkeypatch):
     clock = _holding(monkeypatch)
     report = modscope.time_layers(tm.KnownTimes(), torch.randn(2, 8), backward=True, warmup=1, repeat=3)
-    from modscope.collect.clocks import FIRST_HOLD_NS
+    from modscope.collect.training.clocks import FIRST_HOLD_NS
 
     # forward and backward of the bare and the hooked iteration: nothing measured yet
     assert clock.holds_asked[:4] == [FIRST_HOLD_NS] * 4
@@ -117,7 +117,7 @@ def test_iterations_are_queued_behind_a_hold_sized_from_the_last_one(monkeypatch
 
 
 def test_long_passes_get_waits_in_the_middle_that_no_span_counts(monkeypatch):
-    from modscope.collect.clocks import SEGMENT_MARKS
+    from modscope.collect.training.clocks import SEGMENT_MARKS
 
     clock = _holding(monkeypatch)
     model = nn.Sequential(nn.Linear(8, 8), *(tm.Spin(1, 2) for _ in range(100)))  # > SEGMENT_MARKS marks each way

@@ -105,7 +105,7 @@ def open_checkpoint(
 def open_reader(source: str | nn.Module, *, trust: bool = False, kwargs: dict[str, Any] | None = None) -> CheckpointReader:
     """The format reader for ``source`` (full, unselected names)."""
     from modscope.checkpoint.module import ModuleReader
-    from modscope.load import is_object_spec, load_model
+    from modscope.load.target import is_object_spec, load_model
 
     if isinstance(source, nn.Module):
         return ModuleReader(type(source).__name__, source)
@@ -155,7 +155,7 @@ _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".json",
 
 def is_checkpoint_path(target: str) -> bool:
     """True when ``target`` names a checkpoint (not a model spec, TorchScript archive or whole pickled model)."""
-    from modscope.load import is_object_spec
+    from modscope.load.target import is_object_spec
 
     if is_object_spec(target) and not os.path.exists(target):
         return False

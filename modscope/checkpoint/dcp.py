@@ -7,7 +7,6 @@ bytes) at an offset of a data file; values are read by file offset, chunk by chu
 from __future__ import annotations
 
 import io
-import os
 import zipfile
 from dataclasses import dataclass
 from math import prod

@@ -1,6 +1,6 @@
 """A live model as a checkpoint source: the tensors its ``state_dict()`` would hold, without the recursion.
 
-``nn.Module.state_dict`` recurses once per nesting level; this walks ``modscope.collect.walk.visits``
+``nn.Module.state_dict`` recurses once per nesting level; this walks ``modscope.core.walk.visits``
 instead, so a 2,000-deep model works. Custom ``_save_to_state_dict`` overrides and state_dict hooks are not
 run (they rarely change tensor names; extra state is not a tensor).
 """
@@ -11,7 +11,7 @@ import torch.nn as nn
 from torch.nn.parameter import is_lazy
 
 from modscope.checkpoint.memory import TensorDictReader
-from modscope.collect.walk import join, visits
+from modscope.core.walk import join, visits
 from modscope.errors import CheckpointError
 
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 from torch.nn.modules.module import _IncompatibleKeys
 
-from modscope.collect.walk import visits
+from modscope.core.walk import visits
 from modscope.errors import CheckpointError
 
 _MAX_MESSAGE = 300

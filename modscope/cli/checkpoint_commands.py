@@ -55,7 +55,7 @@ def diff(
     with reporting_errors(debug, clean_stdout=json):
         import modscope
         from modscope.checkpoint import open_checkpoint
-        from modscope.load import parse_constructor_args
+        from modscope.load.target import parse_constructor_args
         from modscope.render.diff import diff_view
 
         kwargs = parse_constructor_args(arg or (), args_json)
@@ -84,7 +84,7 @@ def check(
     """Would CKPT load into TARGET with load_state_dict(strict=True)? A dry run; exit 0 when it would, else 1."""
     with reporting_errors(debug, clean_stdout=json):
         import modscope
-        from modscope.load import parse_constructor_args
+        from modscope.load.target import parse_constructor_args
         from modscope.render.checkpoint import compat_view
 
         kwargs = parse_constructor_args(arg or (), args_json)
@@ -109,7 +109,7 @@ def checkpoint_summary(target, key, trust, depth, expand, tensors, as_json) -> N
     from rich.console import Group
 
     from modscope.render.checkpoint import checkpoint_summary_view, stored_tensor_table
-    from modscope.render.console import DEFAULT_DEPTH
+    from modscope.render.summary_tables import DEFAULT_DEPTH
 
     report = _summarize(target, key, trust)
     view = checkpoint_summary_view(report, depth=DEFAULT_DEPTH if depth is None else depth, collapse=not expand)

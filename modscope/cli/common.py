@@ -153,7 +153,7 @@ def load_target(
     key: str | None = None,
 ):
     """The model TARGET names, with the checkpoint ``weights`` (``key`` inside it) loaded into it when given."""
-    from modscope.load import load_model, parse_constructor_args
+    from modscope.load.target import load_model, parse_constructor_args
 
     kwargs = parse_constructor_args(args or (), args_json)
     model = load_model(target, kwargs=kwargs, trust=trust, device=device)
@@ -175,6 +175,8 @@ def emit(report, *, as_json: bool, view=None) -> None:
         out.write(dumps(report) + "\n")
         return
     from rich.console import Console
+
+    from modscope.render import views  # noqa: F401  (the report's own view: report/presented.py)
 
     Console(soft_wrap=False).print(view if view is not None else report)
 

@@ -25,7 +25,6 @@ import typer
 
 from modscope.errors import EXIT_USAGE, LoadError, ModscopeError, UsageError
 
-
 DistributedOpt = Annotated[
     Optional[bool],
     typer.Option(
@@ -214,7 +213,7 @@ class DistributedSession(Session):
             raise typer.Exit(failed[0][1][1])  # __exit__ turns this into the agreed code, silently
         if len(everyone) == 1 and failure is not None:
             raise failure
-        from modscope.collect.distributed import failures_text
+        from modscope.collect.distributed.ranks import failures_text
 
         error = LoadError(failures_text([(rank, message) for rank, (message, _) in failed], len(everyone)))
         error.exit_code = failed[0][1][1]

@@ -71,7 +71,7 @@ def graph(
     with reporting_errors(debug, clean_stdout=json or output is None):
         import modscope
         from modscope.cli.stdout import real_stdout
-        from modscope.inputs import build_inputs
+        from modscope.load.inputs import build_inputs
         from modscope.render.graph import render_bytes, resolve_format
         from modscope.render.output import check_output_path, write_output
 

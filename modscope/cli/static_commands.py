@@ -8,7 +8,6 @@ import typer
 
 from modscope.cli import checkpoint_commands
 from modscope.cli.app import app
-from modscope.cli.distributed import BackendOpt, DistributedOpt, DistTimeoutOpt, printing_rank, session
 from modscope.cli.common import (
     ArgOpt,
     ArgsJsonOpt,
@@ -26,6 +25,7 @@ from modscope.cli.common import (
     load_target,
     reporting_errors,
 )
+from modscope.cli.distributed import BackendOpt, DistributedOpt, DistTimeoutOpt, printing_rank, session
 from modscope.errors import EXIT_FINDINGS
 
 DepthOpt = Annotated[Optional[int], typer.Option("--depth", min=0, help="Show modules down to this depth.")]
@@ -83,9 +83,9 @@ def summary(
                 checkpoint_commands.checkpoint_summary(target, key, trust, depth, expand, tensors, json)
             return
     with reporting_errors(debug, clean_stdout=json), session(distributed, backend, dist_timeout) as job:
+        from modscope.api.forward import check_device
         from modscope.errors import ForwardError, UsageError
-        from modscope.forward import check_device
-        from modscope.inputs import build_inputs
+        from modscope.load.inputs import build_inputs
 
         device = check_device(device)
         model = job.build(
@@ -184,9 +184,10 @@ def shared(
 ) -> None:
     """Tied parameters, aliased storage and submodules registered under several names."""
     with reporting_errors(debug, clean_stdout=json), session(distributed, backend, dist_timeout) as job:
-        import modscope
         from rich.text import Text
-        from modscope.render.console import shared_view
+
+        import modscope
+        from modscope.render.summary_tables import shared_view
 
         model = job.build(lambda: load_target(target, arg, args_json, trust))
         report = job.on_main(lambda: modscope.summary(model, target=target))

@@ -28,7 +28,7 @@ from modscope.cli.common import (
 from modscope.errors import EXIT_FINDINGS, UsageError
 
 
-class Loss(str, Enum):  # mirrors modscope.collect.loss.LossKind without importing torch at start-up
+class Loss(str, Enum):  # mirrors modscope.collect.training.loss.LossKind without importing torch at start-up
     SUM = "sum"
     MEAN = "mean"
     CROSS_ENTROPY = "cross-entropy"
@@ -47,7 +47,7 @@ LossTargetOpt = Annotated[
 
 
 def _model_and_inputs(target, arg, args_json, trust, weights, key, input, kwarg, inputs_fn, command: str):
-    from modscope.inputs import build_inputs
+    from modscope.load.inputs import build_inputs
 
     model_inputs = build_inputs(input or (), kwarg or (), inputs_fn)
     if model_inputs is None:
@@ -63,7 +63,7 @@ def _loss_target(spec: str | None, loss: Loss):
         return None
     if loss is not Loss.CROSS_ENTROPY:
         raise UsageError("--target applies to --loss cross-entropy only")
-    from modscope.inputs import parse_tensor_spec
+    from modscope.load.inputs import parse_tensor_spec
 
     return parse_tensor_spec(spec).make()
 

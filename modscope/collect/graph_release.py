@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from modscope.collect.structure import iter_tensors
+from modscope.collect.forward.structure import iter_tensors
 
 
 def graph_nodes(value: Any) -> list:

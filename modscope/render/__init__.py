@@ -1,1 +1,4 @@
-"""Presentation: rich renderables, JSON and Graphviz. Renderers read reports; they never compute analyses."""
+"""Presentation: rich renderables, JSON, Graphviz and file output. Renderers read reports (and base helpers)
+and never compute an analysis; ``views`` registers which renderer shows which report, the one seam through
+which reports display themselves.
+"""

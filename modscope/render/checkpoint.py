@@ -8,9 +8,9 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from modscope._format import human_bytes, human_count, shape_str
+from modscope.core.text import human_bytes, human_count, shape_str
 from modscope.render.collapse import Row, group_children
-from modscope.render.console import DEFAULT_DEPTH, shared_view
+from modscope.render.summary_tables import DEFAULT_DEPTH, shared_view
 from modscope.report.checkpoint import CheckpointRef, CheckpointSummary, CompatReport
 
 #: entries shown per list before "... and N more" (None: all)
@@ -24,7 +24,7 @@ def source_label(ref: CheckpointRef) -> str:
 
 def checkpoint_summary_view(report: CheckpointSummary, *, depth: int = DEFAULT_DEPTH, collapse: bool = True) -> Group:
     """Prefix table (to ``depth``), totals, shared storage and the other state dicts in the file."""
-    parts = [titled(source_label(report.checkpoint), _prefix_table(report, depth, collapse)), _totals_table(report)]
+    parts = [titled(source_label(report.checkpoint), _prefix_table(report, depth, collapse)), totals_table(report)]
     if report.shared:
         parts.append(shared_view(report))
     others = _other_candidates(report.checkpoint)
@@ -178,7 +178,7 @@ def _prefix_table(report: CheckpointSummary, depth: int, collapse: bool) -> Tabl
     return table
 
 
-def _totals_table(report: CheckpointSummary) -> Table:
+def totals_table(report: CheckpointSummary) -> Table:
     t = report.totals
     table = Table(title="Totals", title_justify="left", show_header=False, show_edge=False)
     table.add_column("what")

@@ -5,7 +5,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from modscope._format import human_bytes
+from modscope.core.text import human_bytes
 from modscope.report.dcp_layout import DcpLayout, TensorLayout
 
 #: data files listed before "... and N more"

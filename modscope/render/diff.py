@@ -5,7 +5,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from modscope._format import human_count, shape_str
+from modscope.core.text import human_count, shape_str
 from modscope.render.checkpoint import LIMIT, capped, name_list, source_label
 from modscope.report.diff import StateDictDiff
 

@@ -5,7 +5,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from modscope._format import human_bytes, human_count
+from modscope.core.text import human_bytes, human_count
 from modscope.report.distributed import DistributedInfo, RankInfo
 
 #: gathered reports list every rank up to this many; beyond it, the extremes and a one-line digest

@@ -6,9 +6,10 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from modscope._format import call_str, human_bytes, human_count, human_flops, structure_str
+from modscope.core.text import human_bytes, human_count, human_flops
 from modscope.render.collapse import Row, group_children
-from modscope.render.console import _module_table, _title, _totals_table, findings_view, shared_view
+from modscope.render.structure_text import call_str, structure_str
+from modscope.render.summary_tables import findings_view, module_table, shared_view, summary_title, totals_table
 from modscope.report import SummaryReport
 from modscope.report.forward import ForwardReport, MemoryEstimate, ModuleForward
 
@@ -19,8 +20,8 @@ _LISTED = 8
 def forward_summary_view(report: SummaryReport, *, depth: int, collapse: bool = True) -> Group:
     """The summary of a model that was run: module table, totals, FLOPs, memory, notes, warnings."""
     forward = report.forward
-    table = forward_table(report, depth=depth, collapse=collapse) if forward.modules else _module_table(report, depth, collapse)
-    parts = [table, _totals_table(report), flops_view(forward)]
+    table = forward_table(report, depth=depth, collapse=collapse) if forward.modules else module_table(report, depth, collapse)
+    parts = [table, totals_table(report), flops_view(forward)]
     if forward.memory is not None:
         parts.append(memory_view(forward.memory))
     notes = _notes(forward)
@@ -39,7 +40,7 @@ def forward_table(report: SummaryReport, *, depth: int, collapse: bool = True) -
     """One row per module (to ``depth``): type, parameters, input and output shapes, calls, FLOPs."""
     forward = report.forward
     by_name = {m.name: m for m in report.modules}
-    table = Table(title=_title(report), title_justify="left", show_edge=False)
+    table = Table(title=summary_title(report), title_justify="left", show_edge=False)
     table.add_column("module")
     table.add_column("type")
     table.add_column("params", justify="right")

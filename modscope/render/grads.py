@@ -5,7 +5,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from modscope._format import human_count, sci
+from modscope.core.text import human_count, sci
 from modscope.report.grads import GradReport, GradStatus, GradWatchReport, ModuleGrad
 
 STYLE = {

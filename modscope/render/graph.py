@@ -11,7 +11,7 @@ import subprocess
 from html import escape
 from pathlib import Path
 
-from modscope._format import human_count
+from modscope.core.text import human_count
 from modscope.errors import RenderError, UsageError
 from modscope.report.graph import ColorBy, EdgeKind, GraphCluster, GraphMode, GraphNode, ModelGraph, NodeKind
 

@@ -5,7 +5,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from modscope._format import sci, shape_str
+from modscope.core.text import sci, shape_str
 from modscope.report.nonfinite import NonfiniteEvent, NonfiniteReport, Origin, TensorStats
 
 

@@ -5,7 +5,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from modscope._format import millis
+from modscope.core.text import millis
 from modscope.report.timing import PassTiming, TimingReport
 
 

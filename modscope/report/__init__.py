@@ -1,7 +1,8 @@
 """Plain-data reports, one file per analysis. Frozen dataclasses keyed by state_dict-style names ("" = root).
 
-Reports never format themselves: ``__rich__`` hands them to ``modscope.render`` and ``to_dict`` gives the
-JSON documents described in docs/json.md.
+Reports never format themselves and never import a renderer: their ``__rich__``/``_repr_html_`` ask the
+registry in ``report.presented``, which ``modscope.render.views`` fills; ``to_dict`` gives the JSON documents
+described in docs/json.md.
 """
 from modscope.report.grads import (
     GradReport,

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from modscope.report.dcp_layout import DcpLayout
+from modscope.report.presented import Presented
 from modscope.report.static import ModelRef, SharedGroup
 
 
@@ -86,7 +87,7 @@ class CheckpointTotals:
 
 
 @dataclass(frozen=True)
-class CheckpointSummary:
+class CheckpointSummary(Presented):
     """What a checkpoint holds, from headers/metadata only (``modscope summary CKPT``)."""
 
     checkpoint: CheckpointRef
@@ -108,11 +109,6 @@ class CheckpointSummary:
         if self.layout is not None:
             out["layout"] = self.layout.to_dict()
         return out
-
-    def __rich__(self):
-        from modscope.render.checkpoint import checkpoint_summary_view
-
-        return checkpoint_summary_view(self)
 
 
 @dataclass(frozen=True)
@@ -157,7 +153,7 @@ class PrefixFix:
 
 
 @dataclass(frozen=True)
-class CompatReport:
+class CompatReport(Presented):
     """A dry run of ``model.load_state_dict(checkpoint, strict=True)`` (``modscope check``)."""
 
     model: ModelRef
@@ -192,8 +188,3 @@ class CompatReport:
             "suggestion": None if self.suggestion is None else self.suggestion.to_dict(),
             "notes": list(self.notes),
         }
-
-    def __rich__(self):
-        from modscope.render.checkpoint import compat_view
-
-        return compat_view(self)

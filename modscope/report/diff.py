@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modscope.report.checkpoint import CheckpointRef
+from modscope.report.presented import Presented
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ class ValueChange:
 
 
 @dataclass(frozen=True)
-class StateDictDiff:
+class StateDictDiff(Presented):
     """Keys only on one side, names that moved, shape/dtype/value changes, and how many tensors are equal.
 
     ``unchanged`` is None with ``keys_only`` (values were not read).
@@ -107,8 +108,3 @@ class StateDictDiff:
             "value_changed": [c.to_dict() for c in self.value_changed],
             "unchanged": self.unchanged,
         }
-
-    def __rich__(self):
-        from modscope.render.diff import diff_view
-
-        return diff_view(self)

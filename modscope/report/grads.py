@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 from enum import Enum
 from typing import Any
 
+from modscope.report.presented import Presented
 from modscope.report.static import ModelRef
 
 
@@ -125,7 +126,7 @@ class ModuleGrad:
 
 
 @dataclass(frozen=True)
-class GradReport(_Verdicts):
+class GradReport(_Verdicts, Presented):
     """One forward, loss and backward pass (``modscope.grads``); ``ok`` is False when a trainable parameter is
     ``no_grad``, ``zero`` or ``nonfinite``."""
 
@@ -159,11 +160,6 @@ class GradReport(_Verdicts):
             "params": [p.to_dict() for p in self.params],
             "modules": [m.to_dict() for m in self.modules],
         }
-
-    def __rich__(self):
-        from modscope.render.grads import grads_view
-
-        return grads_view(self)
 
 
 @dataclass(frozen=True)
@@ -206,7 +202,7 @@ class ParamGradStats:
 
 
 @dataclass(frozen=True)
-class GradWatchReport(_Verdicts):
+class GradWatchReport(_Verdicts, Presented):
     """Gradient history of a training run (``modscope.watch_gradients``)."""
 
     model: ModelRef
@@ -232,8 +228,3 @@ class GradWatchReport(_Verdicts):
             "steps": [s.to_dict() for s in self.steps],
             "params": [p.to_dict() for p in self.params],
         }
-
-    def __rich__(self):
-        from modscope.render.grads import watch_view
-
-        return watch_view(self)

@@ -3,7 +3,8 @@
 A graph is either the module *hierarchy* (no forward pass) or the *dataflow* of one recorded forward pass.
 Clusters are container modules, keyed by their module name; nodes are leaf modules (or containers shown
 as one box below ``depth``), tensor operations between modules, and the model's inputs and outputs.
-The report never draws itself: ``source``/``render``/``_repr_svg_`` hand it to ``modscope.render.graph``.
+The report never draws itself: ``source``/``render``/``_repr_svg_`` reach ``modscope.render.graph`` through
+``report.presented``.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from modscope.report.presented import present
 from modscope.report.static import ModelRef
 
 
@@ -132,24 +134,18 @@ class ModelGraph:
     @property
     def source(self) -> str:
         """The graph in Graphviz's DOT language."""
-        from modscope.render.graph import to_dot
-
-        return to_dot(self)
+        return present(self, "dot")
 
     def render(self, path: str | Path, format: str | None = None) -> Path:
         """Write the graph to ``path`` (format from the suffix unless given: svg, png, pdf, dot).
 
         Every format but dot needs Graphviz's ``dot`` program.
         """
-        from modscope.render.graph import write
-
-        return write(self, path, format)
+        return present(self, "file", path, format)
 
     def _repr_svg_(self) -> str | None:
         """Jupyter display; None (plain repr) when Graphviz's ``dot`` is not installed."""
-        from modscope.render.graph import svg_or_none
-
-        return svg_or_none(self)
+        return present(self, "svg")
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 from enum import Enum
 from typing import Any
 
+from modscope.report.presented import Presented
 from modscope.report.static import ModelRef
 
 
@@ -77,7 +78,7 @@ class NonfiniteEvent:
 
 
 @dataclass(frozen=True)
-class NonfiniteReport:
+class NonfiniteReport(Presented):
     """What NaN/Inf tracing saw; ``ok`` is False when anything non-finite was found."""
 
     model: ModelRef
@@ -110,8 +111,3 @@ class NonfiniteReport:
             "loss": None if self.loss is None else {"kind": self.loss, "value": self.loss_value},
             "error": self.error,
         }
-
-    def __rich__(self):
-        from modscope.render.nonfinite import nonfinite_view
-
-        return nonfinite_view(self)

@@ -9,6 +9,7 @@ if TYPE_CHECKING:
     from modscope.report.forward import ForwardReport
 
 from modscope.report.distributed import DistributedInfo, ShardingInfo
+from modscope.report.presented import Presented
 
 
 class TensorKind(str, Enum):
@@ -154,7 +155,7 @@ class Totals:
 
 
 @dataclass(frozen=True)
-class SummaryReport:
+class SummaryReport(Presented):
     """Everything known about a model without running it (``modscope.summary``)."""
 
     model: ModelRef
@@ -196,14 +197,9 @@ class SummaryReport:
             out["distributed"] = self.distributed.to_dict()
         return out
 
-    def __rich__(self):
-        from modscope.render.console import summary_view
-
-        return summary_view(self)
-
 
 @dataclass(frozen=True)
-class AuditReport:
+class AuditReport(Presented):
     """Device/dtype/mode/finiteness findings (``modscope.audit``); ``ok`` is False when any is an error."""
 
     model: ModelRef
@@ -228,8 +224,3 @@ class AuditReport:
         if self.distributed is not None:
             out["distributed"] = self.distributed.to_dict()
         return out
-
-    def __rich__(self):
-        from modscope.render.console import audit_view
-
-        return audit_view(self)

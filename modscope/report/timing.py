@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from modscope.report.presented import Presented
 from modscope.report.static import ModelRef
 
 
@@ -74,7 +75,7 @@ class PassTiming:
 
 
 @dataclass(frozen=True)
-class TimingReport:
+class TimingReport(Presented):
     """Per-layer forward (and optionally backward) times over ``repeat`` iterations after ``warmup``."""
 
     model: ModelRef
@@ -106,8 +107,3 @@ class TimingReport:
             "backward": None if self.backward is None else self.backward.to_dict(),
             "layers": [t.to_dict() for t in self.layers],
         }
-
-    def __rich__(self):
-        from modscope.render.timing import timing_view
-
-        return timing_view(self)

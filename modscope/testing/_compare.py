@@ -10,9 +10,9 @@ from typing import Any, Iterator
 
 import torch
 
-from modscope._format import structure_str
-from modscope.collect.structure import describe as describe_structure
-from modscope.collect.tensors import dtype_name
+from modscope.collect.forward.structure import describe as describe_structure
+from modscope.collect.static.tensors import dtype_name
+from modscope.render.structure_text import structure_str
 
 MAX_LINES = 10
 

@@ -6,10 +6,10 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 
-from modscope.collect.forward import run_pass
-from modscope.collect.walk import join, visits
-from modscope.hooks import module_hooks
-from modscope.inputs import as_model_inputs
+from modscope.collect.forward.run import run_pass
+from modscope.collect.hooks import module_hooks
+from modscope.core.walk import join, visits
+from modscope.load.inputs import as_model_inputs
 from modscope.testing._compare import leaves
 
 PostHook = Callable[[str, nn.Module, tuple, dict, Any, "BaseException | None"], None]
@@ -17,7 +17,7 @@ PostHook = Callable[[str, nn.Module, tuple, dict, Any, "BaseException | None"], 
 
 def run_forward(model: nn.Module, inputs: Any, *, seed: int = 0, post: PostHook | None = None) -> Any:
     """One forward pass in eval mode under ``torch.no_grad()`` with the torch RNG seeded to ``seed``, through
-    ``modscope.collect.forward.run_pass``: modes, hooks, grads, buffer values and the global RNG state are
+    ``modscope.collect.forward.run.run_pass``: modes, hooks, grads, buffer values and the global RNG state are
     restored afterwards. ``post`` is called after every module's forward (see ``module_hooks``).
 
     The model's own errors propagate.

@@ -1,7 +1,7 @@
 """Assertions about what a model does when run: output shapes, determinism, side effects of a function.
 
 Forward passes run in eval mode under ``torch.no_grad()`` with a seeded RNG; the model's modes, hooks, grads
-and requires_grad flags are restored afterwards (``modscope.hooks.preserved_state``).
+and requires_grad flags are restored afterwards (``modscope.collect.hooks.preserved_state``).
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn as nn
 
-from modscope.hooks import preserved_state
+from modscope.collect.hooks import preserved_state
 from modscope.testing._compare import describe, fail, leaf_differences, tensor_difference, truncated
 from modscope.testing._model import captured, named_tensors, run_forward
 

@@ -9,12 +9,12 @@ from typing import Any, Callable, Iterable, Mapping
 import torch
 import torch.nn as nn
 
+from modscope.api.compare import check
+from modscope.api.static import summary
 from modscope.checkpoint import Checkpoint
 from modscope.checkpoint.memory import TensorDictReader
 from modscope.checkpoint.module import state_tensors
-from modscope.compare import check
 from modscope.errors import UsageError
-from modscope.static import summary
 from modscope.testing._compare import fail, listing, tensor_difference, truncated, value_differences
 from modscope.testing._model import run_forward
 

@@ -7,9 +7,9 @@ from typing import Iterable
 import torch
 import torch.nn as nn
 
-from modscope.collect.tensors import dtype_name
+from modscope.api.static import audit, summary
+from modscope.collect.static.tensors import dtype_name
 from modscope.report import SharedKind, SummaryReport
-from modscope.static import audit, summary
 from modscope.testing._compare import fail
 
 

@@ -11,8 +11,8 @@ from typing import Any, Callable, Iterable
 import torch
 import torch.nn as nn
 
-from modscope.collect.grads import grads
-from modscope.collect.nonfinite import find_nonfinite
+from modscope.collect.training.grads import grads
+from modscope.collect.training.nonfinite import find_nonfinite
 from modscope.report import GradStatus
 from modscope.testing._compare import fail, plain_text
 

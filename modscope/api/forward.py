@@ -1,0 +1,336 @@
+"""Forward-pass analysis: compose the collectors into a ForwardReport (used by ``modscope.summary``).
+
+One recorded pass gives shapes, calls and FLOPs (eval mode, no_grad, unless ``train_mode``). The training
+memory estimate needs the tensors autograd saves, so a second, unrecorded pass runs in training mode with
+autograd on (in ``train_mode`` the first pass already is one). On ``device="meta"`` both run on a data-free
+copy; modules that need real values fall back to small CPU tensors (see ``modscope.collect.forward.meta``).
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torch.nn.parameter import is_lazy
+
+from modscope.collect.forward.memory import (
+    OPTIMIZERS,
+    SavedTensors,
+    estimate_memory,
+    reached_parameters,
+    unused_parameters,
+)
+from modscope.collect.forward.meta import (
+    FALLBACK_MAX_BYTES,
+    is_meta_error,
+    materialize,
+    meta_copy,
+    module_bytes,
+    real_tensor_islands,
+)
+from modscope.collect.forward.run import PassResult, run_pass
+from modscope.collect.graph_release import graph_nodes, release
+from modscope.collect.hooks import preserved_state
+from modscope.collect.recursion import recursion_note
+from modscope.collect.static.audit import device_matches
+from modscope.collect.static.hazards import plain_attributes
+from modscope.core.text import human_bytes
+from modscope.core.walk import deep_copy, move, visits
+from modscope.errors import ForwardError, UsageError
+from modscope.load.inputs import ModelInputs, as_model_inputs
+from modscope.render.structure_text import call_str
+from modscope.report import TensorInfo
+from modscope.report.forward import Fallback, ForwardReport, Record, TensorMeta
+
+MAX_FALLBACKS = 16
+
+
+def check_device(device: str | torch.device | None) -> str | None:
+    """Validate a --device value: None, cpu, meta, cuda[:N]; a clear error when CUDA is asked for but absent."""
+    if device is None:
+        return None
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise UsageError(f"--device {device!r} is not a device (use cpu, cuda, cuda:1 or meta)")
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {device}: no CUDA device is available here (torch.cuda.is_available() is False)")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+    elif parsed.type not in ("cpu", "meta"):
+        raise UsageError(f"--device {device}: only cpu, cuda[:N] and meta are supported")
+    return str(parsed)
+
+
+def analyse_forward(
+    model: nn.Module,
+    inputs: Any,
+    *,
+    parameters: tuple[TensorInfo, ...],
+    buffers: tuple[TensorInfo, ...],
+    device: str | None = None,
+    train_mode: bool = False,
+    flops: bool = True,
+    memory: bool = True,
+    optimizer: str = "adam",
+) -> ForwardReport:
+    """Run one recorded forward pass (and one measuring pass for memory); raise ForwardError with the partial
+    ForwardReport when the model raises. ``parameters``/``buffers`` come from the static summary."""
+    if optimizer not in OPTIMIZERS:
+        raise UsageError(f"--optimizer {optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
+    device = check_device(device)
+    inputs = as_model_inputs(inputs)
+    notes: list[str] = []
+    with contextlib.ExitStack() as stack:
+        run_model, run_device = _placed(model, device, stack, notes)
+        runner = _Runner(run_model, inputs.to(run_device), on_meta=run_device == "meta")
+        if not runner.hookable:
+            notes.append("TorchScript modules take no hooks: only the whole model's shapes, FLOPs and memory")
+        saved = SavedTensors(runner.model) if memory and train_mode else None
+        result = runner.recorded(train_mode, flops, saved, peak=memory)
+        fields = dict(
+            device=run_device, train_mode=train_mode, grad_enabled=train_mode, fallbacks=runner.fallback_notes()
+        )
+        if result.error is not None:
+            raise ForwardError(_failure_message(result), partial=_report(result, notes=notes, **fields))
+        estimate, unused = None, None
+        if memory:
+            if saved is not None:
+                measured, output, note = saved, result.output, None
+            else:
+                measured, output, note = runner.measure_saved()
+            nodes = graph_nodes(output) if output is not None else []
+            if output is not None:
+                unused = runner.unused_parameters(nodes)
+            del output
+            estimate = estimate_memory(
+                parameters,
+                buffers,
+                saved=None if measured is None else dict(measured.by_dtype),
+                inference_activations=result.peak_call_bytes,
+                optimizer=optimizer,
+                notes=() if note is None else (note,),
+            )
+            result.output = None
+            release(nodes)  # after the last reference to the output: a long graph is freed node by node
+        result.output = None
+        return _report(result, memory=estimate, unused=unused, notes=notes, **fields)
+
+
+class _Runner:
+    """Runs passes over one (possibly meta) model, keeping the modules that had to fall back to real tensors."""
+
+    def __init__(self, model: nn.Module, inputs: ModelInputs, *, on_meta: bool):
+        self.on_meta = on_meta
+        self.inputs = inputs
+        self.fallbacks: list[tuple[str, nn.Module, Fallback]] = []
+        # On meta the pass runs on a data-free copy, which fallbacks may change; a model that already is all
+        # meta is used as it is (copying 80 layers costs more than the pass) until a fallback needs a copy.
+        self.owned = on_meta and not _all_meta(model)
+        self.model = _meta_copy(model) if self.owned else model
+        self.hookable = not isinstance(model, torch.jit.ScriptModule)  # TorchScript takes no module hooks
+
+    def fallback_notes(self) -> tuple[Fallback, ...]:
+        return tuple(f for _, _, f in self.fallbacks)
+
+    def _extra(self, saved: SavedTensors | None):
+        islands = [(name, module) for name, module, _ in self.fallbacks]
+        if not islands and saved is None:
+            return None
+
+        def enter(counter):
+            stack = contextlib.ExitStack()
+            if saved is not None:
+                stack.enter_context(saved.hooks())
+            if islands:
+                stack.enter_context(real_tensor_islands(self.model, islands, counter))
+            return stack
+
+        return enter
+
+    def recorded(self, train_mode: bool, flops: bool, saved: SavedTensors | None, *, peak: bool) -> PassResult:
+        """The shapes/FLOPs pass; on meta, retried with real-tensor fallbacks for modules that need values.
+        ``peak``: also measure the largest module call (for the memory estimate)."""
+        while True:
+            result = run_pass(
+                self.model, self.inputs, training=train_mode, grad=train_mode, flops=flops,
+                record=self.hookable, peak=peak, reuse_meta=self.on_meta, extra=self._extra(saved),
+            )
+            if not self._should_fall_back(result):
+                return result
+            fallback = _fallback_for(result)
+            if fallback is None:
+                return result
+            module = result.failing_module
+            if not self.owned:
+                self.model, self.owned = _meta_copy(self.model), True
+                module = self.model.get_submodule(result.failure.module) if result.failure.module else self.model
+                if saved is not None:
+                    saved.model = self.model
+            materialize(module)
+            self.fallbacks.append((result.failure.module, module, fallback))
+
+    def _should_fall_back(self, result: PassResult) -> bool:
+        return (
+            result.error is not None
+            and self.on_meta
+            and is_meta_error(result.error)
+            and len(self.fallbacks) < MAX_FALLBACKS
+            and not any(m is result.failing_module for _, m, _ in self.fallbacks)
+        )
+
+    def measure_saved(self) -> tuple[SavedTensors | None, Any, str | None]:
+        """(saved tensors, output, note) of a training-mode autograd pass, in eval mode if training mode fails."""
+        first_error = None
+        for training in (True, False):
+            saved = SavedTensors(self.model)
+            measured = run_pass(
+                self.model, self.inputs, training=training, grad=True, flops=False, record=False,
+                extra=self._extra(saved),
+            )
+            if measured.error is None:
+                note = None
+                if first_error is not None:
+                    note = (
+                        "training activations were measured in eval mode: the training-mode pass raised "
+                        f"{type(first_error).__name__}: {_first_line(str(first_error))}"
+                    )
+                return saved, measured.output, note
+            first_error = first_error or measured.error
+        return None, None, f"training activations not measured: {type(first_error).__name__}: {_first_line(str(first_error))}"
+
+    def unused_parameters(self, nodes: list) -> tuple[str, ...] | None:
+        """Trainable parameters outside the output's autograd graph (``nodes``); unknown (None) when a fallback
+        module handed back meta tensors, which cuts the autograd graph."""
+        if self.fallbacks:
+            return None
+        return tuple(unused_parameters(self.model, reached_parameters(nodes)))
+
+
+def _placed(model: nn.Module, device: str | None, stack: contextlib.ExitStack, notes: list[str]):
+    """(model to run, device to run on): a meta copy, a lazy model's copy, or ``model`` itself (moved if asked,
+    and moved back when the stack closes)."""
+    if device == "meta":
+        notes.append("ran on meta tensors: shapes and FLOPs only, no values were computed")
+        return model, "meta"  # _Runner copies it before running anything on it
+    if _has_lazy(model):
+        notes.append("the model has lazy modules, which the first forward initializes: it ran on a copy")
+        model = deep_copy(model)
+    current = _model_device(model)
+    if device is None or device_matches(current, device):
+        return model, current
+    if current == "meta":
+        raise UsageError(f"the model is on the meta device (it has no data) and cannot run on {device}: use --device meta")
+    stack.enter_context(preserved_state(model))
+    for v in visits(model):
+        for p in v.module._parameters.values():
+            if p is not None:
+                p.grad = None  # preserved_state puts the original .grad objects back, untouched by the move
+    move(model, device)
+    notes.append(f"ran on {device}; the model was moved there for the pass and moved back after")
+    return model, device
+
+
+def _meta_copy(model: nn.Module) -> nn.Module:
+    try:
+        return meta_copy(model)
+    except Exception as exc:  # deepcopy of the user's objects (locks, open files, TorchScript...)
+        raise UsageError(
+            f"cannot make a meta copy of this model ({type(exc).__name__}: {_first_line(str(exc))}); build it on "
+            "meta instead: pass its class or factory as TARGET, or construct it under torch.device('meta')"
+        ) from exc
+
+
+def _fallback_for(result: PassResult) -> Fallback | None:
+    """Run the failing module on real CPU tensors, when its weights and inputs are small enough."""
+    failure, module = result.failure, result.failing_module
+    weights = module_bytes(module)
+    inputs = sum(_meta_bytes(t) for t in _tensor_metas((failure.call.args, failure.call.kwargs)))
+    if weights > FALLBACK_MAX_BYTES or inputs > FALLBACK_MAX_BYTES:
+        return None
+    reason = f"{failure.error}: {_first_line(failure.message)}"
+    action = (
+        f"ran it on CPU with random weights ({human_bytes(weights)}) and random inputs of the recorded shapes; "
+        "its outputs were turned back into meta tensors"
+    )
+    return Fallback(failure.module, failure.type, reason, action)
+
+
+def _tensor_metas(value):
+    if isinstance(value, TensorMeta):
+        yield value
+    elif isinstance(value, (tuple, list)):
+        for item in value:
+            yield from _tensor_metas(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _tensor_metas(item)
+    elif isinstance(value, Record):
+        yield from _tensor_metas(value.fields)
+
+
+def _meta_bytes(meta: TensorMeta) -> int:
+    dtype = getattr(torch, meta.dtype, None)
+    return meta.numel * (dtype.itemsize if isinstance(dtype, torch.dtype) else 8)
+
+
+def _report(result: PassResult, *, memory=None, unused=None, notes=(), **fields) -> ForwardReport:
+    return ForwardReport(
+        inputs=result.inputs,
+        modules=tuple(result.modules),
+        flops_total=result.flops_total,
+        uncounted_ops=result.uncounted_ops,
+        never_called=tuple(result.never_called),
+        unused_parameters=unused,
+        memory=memory,
+        failure=result.failure,
+        notes=tuple(notes),
+        **fields,
+    )
+
+
+def _failure_message(result: PassResult) -> str:
+    f = result.failure
+    where = f"module {_short_name(f.module)!r} ({f.type})" if f.module else f"the root module ({f.type})"
+    called = call_str(f.call.args, f.call.kwargs) or "no arguments"
+    note = recursion_note(result.error, result.depth)
+    return f"the forward pass failed in {where}, called with ({called}): {f.error}: {_first_line(f.message)}{note}"
+
+
+def _short_name(name: str, limit: int = 100) -> str:
+    """A module name for a one-line message: a 2,000-deep name keeps its first and last parts."""
+    if len(name) <= limit:
+        return name
+    return f"{name[: limit // 2 - 10]}…{name[-(limit // 2):]} ({name.count('.') + 1} levels)"
+
+
+def _first_line(text: str) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= 300 else line[:299] + "…"
+
+
+def _tensors(model: nn.Module, *, plain: bool = False):
+    """Every parameter and buffer (and with ``plain``, plain tensor attributes) of every module, in pre-order."""
+    for v in visits(model):
+        if v.first:
+            yield from (t for t in (*v.module._parameters.values(), *v.module._buffers.values()) if t is not None)
+            if plain:
+                yield from (t for _, t in plain_attributes(v.module))
+
+
+def _all_meta(model: nn.Module) -> bool:
+    """Every tensor the model holds is on meta (e.g. it was built under torch.device("meta"))."""
+    return all(t.is_meta for t in _tensors(model, plain=True))
+
+
+def _has_lazy(model: nn.Module) -> bool:
+    return any(is_lazy(t) for t in _tensors(model))
+
+
+def _model_device(model: nn.Module) -> str:
+    return next((str(t.device) for t in _tensors(model) if not is_lazy(t)), "cpu")
+
+
+__all__ = ["analyse_forward", "check_device"]

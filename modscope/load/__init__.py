@@ -1,0 +1,5 @@
+"""Turning what a user typed into objects: ``target`` resolves TARGET (``file.py:Net``, ``pkg.mod:factory``,
+a saved model, a TorchScript archive with ``--trust``) into an ``nn.Module``, and ``inputs`` turns input specs
+(``1,3,224,224:float16``) and Python values into ``ModelInputs``. Checkpoint files are read by
+``modscope.checkpoint``. Nothing here runs a model or changes one.
+"""

@@ -62,3 +62,29 @@ def test_the_checker_sees_relative_and_dynamic_imports_and_unplaced_modules(tmp_
     assert any("modscope/core/low.py:1" in p and "upward" in p for p in problems), problems
     assert any("modscope/collect/high.py:2" in p and "modscope.api.door (api)" in p for p in problems), problems
     assert any("modscope.stray belongs to no layer" in p for p in problems), problems
+
+
+def _documented_tree() -> set[str]:
+    """Paths named in docs/architecture.md's tree block: 'errors.py', 'collect', 'collect/static', ..."""
+    text = (REPO / "docs" / "architecture.md").read_text()
+    block = text.split("```\nmodscope/\n", 1)[1].split("```", 1)[0]
+    names, folders = set(), {}
+    for line in block.splitlines():
+        entry = line.split()[0] if line.strip() else ""
+        indent = len(line) - len(line.lstrip())
+        if not entry.endswith(("/", ".py")):
+            continue  # a continuation line of a description
+        path = folders.get(indent - 2, "") + entry
+        names.add(path.rstrip("/"))
+        if entry.endswith("/"):
+            folders[indent] = path
+    return names
+
+
+def test_architecture_doc_tree_matches_the_package():
+    package = REPO / "modscope"
+    actual = {p.name for p in package.iterdir() if p.suffix == ".py"}
+    actual |= {p.name for p in package.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    actual |= {f"collect/{p.name}" for p in (package / "collect").iterdir() if (p / "__init__.py").exists()}
+    documented = {name for name in _documented_tree() if name.count("/") <= 1}
+    assert documented == actual, f"docs/architecture.md lists {sorted(documented - actual)}, misses {sorted(actual - documented)}"

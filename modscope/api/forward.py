@@ -110,6 +110,7 @@ def analyse_forward(
                 buffers,
                 saved=None if measured is None else dict(measured.by_dtype),
                 inference_activations=result.peak_call_bytes,
+                inference_by_dtype=result.peak_call_by_dtype,
                 optimizer=optimizer,
                 notes=() if note is None else (note,),
             )

@@ -152,7 +152,30 @@ def memory_view(memory: MemoryEstimate) -> Group:
     training_total = unknown if memory.training_total is None else human_bytes(memory.training_total)
     table.add_row(Text("total", style="bold"), human_bytes(memory.inference_total), training_total, "")
     assumptions = Text("\n".join(f"  - {a}" for a in memory.assumptions), style="dim")
-    return Group(table, Text("Assumptions:", style="dim"), assumptions)
+    parts = [table]
+    if memory.precisions:
+        parts.append(precision_view(memory))
+    return Group(*parts, Text("Assumptions:", style="dim"), assumptions)
+
+
+def precision_view(memory: MemoryEstimate) -> Table:
+    """The same estimate for the model stored in each precision: weights, inference, one training step."""
+    optimizers = list(memory.precisions[0].training)
+    table = Table(
+        title="Memory by precision (same inputs): weights, inference, one training step with each optimizer",
+        title_justify="left",
+        show_edge=False,
+    )
+    table.add_column("stored as", no_wrap=True)
+    for header in ("weights", "inference", *(_OPTIMIZER_NAMES.get(name, name) for name in optimizers)):
+        table.add_column(header, justify="right", no_wrap=True)
+    for row in memory.precisions:
+        training = ["-" if row.training[name] is None else human_bytes(row.training[name]) for name in optimizers]
+        table.add_row(row.precision, human_bytes(row.weights), human_bytes(row.inference), *training)
+    return table
+
+
+_OPTIMIZER_NAMES = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
 
 
 def _notes(forward: ForwardReport) -> Text | None:

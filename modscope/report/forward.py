@@ -141,6 +141,30 @@ class Fallback:
 
 
 @dataclass(frozen=True)
+class PrecisionRow:
+    """Bytes the same model would need stored in another precision, scaled from the measured pass.
+
+    ``training`` maps each optimizer to the bytes of one training step (None: not a way to train, e.g. int8
+    weights). ``compute_dtype`` is the dtype activations, buffers and gradients are assumed to take.
+    """
+
+    precision: str  # float32, bfloat16, float16, int8 (weights only)
+    compute_dtype: str
+    weights: int  # parameters + buffers
+    inference: int  # weights + inference activations
+    training: dict[str, int | None]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "precision": self.precision,
+            "compute_dtype": self.compute_dtype,
+            "weights": self.weights,
+            "inference": self.inference,
+            "training": dict(self.training),
+        }
+
+
+@dataclass(frozen=True)
 class MemoryEstimate:
     """Bytes for inference and for one training step; ``by_dtype`` splits each category by dtype.
 
@@ -157,6 +181,7 @@ class MemoryEstimate:
     inference_activations: int
     by_dtype: dict[str, dict[str, int]]
     assumptions: tuple[str, ...]
+    precisions: tuple[PrecisionRow, ...] = ()  # the same model in float32/bfloat16/float16/int8 weights
 
     @property
     def inference_total(self) -> int:
@@ -181,6 +206,7 @@ class MemoryEstimate:
             "training_total": self.training_total,
             "by_dtype": {k: dict(v) for k, v in self.by_dtype.items()},
             "assumptions": list(self.assumptions),
+            "precisions": [row.to_dict() for row in self.precisions],
         }
 
 

@@ -13,6 +13,7 @@ from typing import Any, Iterable, Iterator
 import torch
 import torch.nn as nn
 
+from modscope.collect.forward.precisions import precision_rows
 from modscope.collect.forward.structure import storage_bytes, storage_key
 from modscope.collect.static.tensors import dtype_name
 from modscope.core.walk import visits
@@ -113,14 +114,17 @@ def estimate_memory(
     *,
     saved: dict[str, int] | None,
     inference_activations: int,
+    inference_by_dtype: dict[str, int] | None = None,
     optimizer: str = "adam",
     notes: Iterable[str] = (),
 ) -> MemoryEstimate:
-    """Add up the categories; ``saved`` is SavedTensors.by_dtype (None when it could not be measured)."""
+    """Add up the categories; ``saved`` is SavedTensors.by_dtype (None when it could not be measured),
+    ``inference_by_dtype`` the largest call's bytes by dtype (for the table by precision; none without it)."""
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}; known: {', '.join(OPTIMIZERS)}")
     copies, what = OPTIMIZERS[optimizer]
     by_dtype: dict[str, Counter] = {k: Counter() for k in ("params", "buffers", "gradients", "optimizer", "activations")}
+    parameters, buffers = list(parameters), list(buffers)
     for p in parameters:
         size = p.bytes or 0
         by_dtype["params"][p.dtype] += size
@@ -142,6 +146,12 @@ def estimate_memory(
         "working set; temporaries inside a module are not seen)",
         "not included: CUDA context and allocator overhead, backward temporaries, the loss, "
         "mixed-precision master weights",
+        *(() if inference_by_dtype is None else (
+            "by precision: floating-point bytes scaled by element size from this pass, integer tensors as measured; "
+            "optimizer state in the parameters' dtype; int8 = weight-only (scales not counted), float16 "
+            "activations, inference only; kernels that keep float32 statistics for half-precision inputs make "
+            "the half rows slightly low",
+        )),
         *notes,
     )
     return MemoryEstimate(
@@ -154,4 +164,8 @@ def estimate_memory(
         inference_activations=inference_activations,
         by_dtype={k: dict(v) for k, v in by_dtype.items() if v},
         assumptions=assumptions,
+        precisions=() if inference_by_dtype is None else precision_rows(
+            parameters, buffers, saved=saved, inference_activations=inference_by_dtype,
+            optimizers={name: copies for name, (copies, _) in OPTIMIZERS.items()},
+        ),
     )

@@ -19,6 +19,7 @@ from modscope.collect.forward.flops import FlopCounter
 from modscope.collect.forward.structure import describe, iter_tensors, storage_bytes, storage_key
 from modscope.collect.hooks import module_hooks, preserved_state
 from modscope.collect.recursion import recursion_room
+from modscope.collect.static.tensors import dtype_name
 from modscope.core.walk import set_training, visits
 from modscope.load.inputs import ModelInputs
 from modscope.report.forward import CallShapes, ForwardFailure, ModuleForward
@@ -39,6 +40,7 @@ class PassResult:
     flops_total: int | None
     uncounted_ops: dict[str, int] | None
     peak_call_bytes: int  # largest inputs+outputs (distinct storages) of one module call
+    peak_call_by_dtype: dict[str, int] = field(default_factory=dict)  # that call's bytes, split by dtype
     never_called: list[str] = field(default_factory=list)
     depth: int = 0  # of the module tree (the recursion room the pass had)
 
@@ -74,6 +76,7 @@ class _Recorder:
         self.stack: list[_Frame] = []
         self.error: tuple[BaseException, ForwardFailure, nn.Module] | None = None
         self.peak = 0
+        self.peak_by_dtype: dict[str, int] = {}
 
     def _flops(self) -> int:
         return self.counter.get_total_flops() if self.counter is not None else 0
@@ -105,8 +108,13 @@ class _Recorder:
         outputs = list(iter_tensors(output))
         stats.output_bytes += sum(t.numel() * t.element_size() for t in {id(t): t for t in outputs}.values())
         if self.track_peak:
-            self.peak = max(self.peak, _distinct_bytes(frame.inputs + outputs))
+            self.note_peak(_distinct_by_dtype(frame.inputs + outputs))
         self._remember_shapes(stats, frame.args, frame.kwargs, describe(output))
+
+    def note_peak(self, by_dtype: dict[str, int]) -> None:
+        total = sum(by_dtype.values())
+        if total > self.peak:
+            self.peak, self.peak_by_dtype = total, by_dtype
 
     @staticmethod
     def _remember_shapes(stats: _Stats, args, kwargs, output) -> None:
@@ -143,16 +151,21 @@ class _Recorder:
         return out
 
 
-def _whole_call_bytes(inputs: ModelInputs, output) -> int:
+def _whole_call_by_dtype(inputs: ModelInputs, output) -> dict[str, int]:
     """The model's own inputs+outputs (what the per-module maximum is when no hooks could be placed)."""
-    return _distinct_bytes([*iter_tensors((inputs.args, inputs.kwargs)), *iter_tensors(output)])
+    return _distinct_by_dtype([*iter_tensors((inputs.args, inputs.kwargs)), *iter_tensors(output)])
 
 
-def _distinct_bytes(tensors: list[torch.Tensor]) -> int:
+def _distinct_by_dtype(tensors: list[torch.Tensor]) -> dict[str, int]:
+    """Bytes of the distinct storages behind ``tensors``, by dtype name."""
     seen = {}
     for t in tensors:
         seen.setdefault(storage_key(t), t)
-    return sum(storage_bytes(t) for t in seen.values())
+    by_dtype: dict[str, int] = {}
+    for t in seen.values():
+        name = dtype_name(t.dtype)
+        by_dtype[name] = by_dtype.get(name, 0) + storage_bytes(t)
+    return by_dtype
 
 
 def run_pass(
@@ -205,6 +218,8 @@ def run_pass(
     call = CallShapes(describe(inputs.args), describe(inputs.kwargs) if inputs.kwargs else {}, None)
     if error is None:
         call = CallShapes(call.args, call.kwargs, describe(output))
+        if peak:
+            recorder.note_peak(_whole_call_by_dtype(inputs, output))
     return PassResult(
         modules=modules,
         inputs=call,
@@ -214,7 +229,8 @@ def run_pass(
         failing_module=failing,
         flops_total=counter.get_total_flops() if flops else None,
         uncounted_ops=counter.uncounted_ops() if flops else None,
-        peak_call_bytes=max(recorder.peak, _whole_call_bytes(inputs, output) if error is None and peak else 0),
+        peak_call_bytes=recorder.peak,
+        peak_call_by_dtype=recorder.peak_by_dtype,
         never_called=never_called(firsts, recorder.stats) if error is None and record else [],
         depth=depth,
     )

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 from modscope.collect.distributed.ranks import distributed_findings, distributed_info, has_dtensors
-from modscope.collect.static.audit import audit_findings
+from modscope.collect.static.audit import accept, allowed_codes, audit_findings
 from modscope.collect.static.hazards import find_hazards
 from modscope.collect.static.tensors import collect_tensors
 from modscope.collect.static.tree import collect_modules
@@ -93,7 +93,11 @@ def audit(
 ) -> AuditReport:
     """Mixed devices/dtypes, misplaced buffers, mixed train/eval modes and non-finite weights.
 
+    ``allow``: finding codes to accept (listed as info, ``ok`` stays True), and with ``expect_dtype`` also
+    tensor-name/module-type substrings exempt from it; any other value raises UsageError.
+
     >>> modscope.audit(model, expect_dtype="bfloat16", allow={"norm"}).ok
+    >>> modscope.audit(model, allow={"mixed_training_mode"}).ok
     """
     return _audit(model, expect_device, expect_dtype, allow, target)[0]
 
@@ -101,6 +105,7 @@ def audit(
 def _audit(model, expect_device, expect_dtype, allow, target, check_values=True, force_distributed=False):
     """(AuditReport, visits, CollectedTensors)."""
     _require_module(model)
+    allow = (allow,) if isinstance(allow, str) else tuple(allow or ())
     if isinstance(expect_dtype, str):
         expect_dtype = parse_dtype(expect_dtype)
     if expect_device is not None:
@@ -115,6 +120,7 @@ def _audit(model, expect_device, expect_dtype, allow, target, check_values=True,
         check_values=check_values,
     )
     distributed, sharding = _distributed(visited, tensors, force_distributed)
+    sharding = accept(sharding, allowed_codes(allow))
     report = AuditReport(
         ModelRef(type(model).__name__, target), devices, dtypes, tuple(findings + sharding), distributed
     )

@@ -45,20 +45,52 @@ def summary(
     11689512
     >>> modscope.summary(model, inputs=torch.randn(1, 3, 224, 224)).forward.flops_total
     """
-    static = _summary(model, target, check_values)[0]
+    static, visited, tensors = _summary(model, target, check_values)
     if inputs is None:
         return static
     from modscope.api.forward import analyse_forward
 
+    shapes: dict = {}
     try:
         forward = analyse_forward(
             model, inputs, parameters=static.parameters, buffers=static.buffers, device=device,
-            train_mode=train_mode, flops=flops, memory=memory, optimizer=optimizer,
+            train_mode=train_mode, flops=flops, memory=memory, optimizer=optimizer, materialized=shapes,
         )
     except ForwardError as exc:
-        exc.partial = replace(static, forward=exc.partial)
+        exc.partial = replace(_materialized(static, visited, tensors, shapes), forward=exc.partial)
         raise
-    return replace(static, forward=forward)
+    return replace(_materialized(static, visited, tensors, shapes), forward=forward)
+
+
+def _materialized(static: SummaryReport, visited, tensors, shapes: dict) -> SummaryReport:
+    """The summary counted with the shapes a forward pass gave the lazy tensors (``shapes``: name -> (shape,
+    dtype)); the model itself stays lazy, and each lazy tensor's finding says so."""
+    if not shapes:
+        return static
+    from modscope.collect.forward.materialized import with_shapes
+
+    counted = replace(
+        tensors, parameters=list(with_shapes(tensors.parameters, shapes)), buffers=list(with_shapes(tensors.buffers, shapes))
+    )
+    modules, _ = collect_modules(visited, counted)
+    warnings = tuple(
+        replace(
+            w,
+            message=f"{w.name} is an uninitialized lazy tensor; the forward pass materialised it as "
+            f"{tuple(shapes[w.name][0])} ({shapes[w.name][1]}), counted in this report; the model itself is left "
+            "uninitialized",
+        )
+        if w.code == "uninitialized_parameter" and w.name in shapes else w
+        for w in static.warnings
+    )
+    return replace(
+        static,
+        totals=_totals(counted, len(modules)),
+        parameters=tuple(counted.parameters),
+        buffers=tuple(counted.buffers),
+        modules=tuple(modules),
+        warnings=warnings,
+    )
 
 
 def _summary(model, target, check_values, force_distributed=False):

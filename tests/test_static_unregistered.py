@@ -125,3 +125,20 @@ def test_cli_lazy_model_with_input_shows_counts(cli, tmp_path):
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
     assert doc["totals"]["params"] == 24 and doc["totals"]["uninitialized_params"] == 0
+
+
+def test_other_forward_analyses_leave_a_lazy_model_lazy():
+    """Their first forward would materialise the lazy modules in place (LazyLinear -> Linear): they run a copy."""
+    analyses = {
+        "grads": lambda m, x: modscope.grads(m, x),
+        "find_nonfinite": lambda m, x: modscope.find_nonfinite(m, x),
+        "time_layers": lambda m, x: modscope.time_layers(m, x, warmup=0, repeat=1),
+        "graph": lambda m, x: modscope.graph(m, inputs=x),
+    }
+    for name, run in analyses.items():
+        model = _lazy()
+        before = snapshot(model)
+        assert run(model, torch.randn(3, 5)) is not None
+        assert_unchanged(model, before)
+        assert isinstance(model[0], nn.LazyLinear), name
+    assert "0.weight" in {p.name for p in modscope.grads(_lazy(), torch.randn(3, 5)).params}

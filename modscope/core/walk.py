@@ -121,3 +121,18 @@ def fresh_lazy(t: torch.Tensor, device=None) -> torch.Tensor:
     """A new uninitialized parameter/buffer like the lazy ``t`` (same kind, dtype, requires_grad), on
     ``device`` (default: ``t``'s)."""
     return type(t)(requires_grad=t.requires_grad, device=t.device if device is None else device, dtype=t.dtype)
+
+
+def has_lazy(root: nn.Module) -> bool:
+    """Does any module of ``root`` hold an uninitialized (lazy) parameter or buffer?"""
+    return any(
+        t is not None and is_lazy(t) for m in modules(root) for t in (*m._parameters.values(), *m._buffers.values())
+    )
+
+
+def copy_if_lazy(root):
+    """``root``, or a deep copy of it when it holds lazy tensors: their first forward materialises them in place
+    (and changes the modules' classes), which restoring state cannot undo, so analyses run such models on a copy."""
+    if isinstance(root, nn.Module) and not isinstance(root, torch.jit.ScriptModule) and has_lazy(root):
+        return deep_copy(root)
+    return root

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+from torch.nn.parameter import is_lazy
 
 #: nn.Module's own tables in every __dict__ (checked above through modes, hooks and named tensors).
 _MODULE_OWN = frozenset(vars(torch.nn.Module()))
@@ -18,9 +19,11 @@ _HOOK_TABLES = (
 
 def snapshot(model: torch.nn.Module) -> dict:
     """Modes, hook counts, plain attributes (identity; values of tensors), and per tensor: identity,
-    requires_grad, grad identity+value, device, dtype, value."""
-    state = {"modules": {}, "tensors": {}, "attributes": {}}
+    requires_grad, grad identity+value, device, dtype, value; the class of every module and tensor (a lazy
+    module that ran becomes its ``cls_to_become``, a lazy tensor a Parameter)."""
+    state = {"modules": {}, "tensors": {}, "attributes": {}, "types": {}}
     for name, module in model.named_modules(remove_duplicate=False):
+        state["types"][name] = type(module)
         state["modules"][name] = (
             module.training,
             tuple(len(getattr(module, t, {})) for t in _HOOK_TABLES),
@@ -36,15 +39,17 @@ def snapshot(model: torch.nn.Module) -> dict:
     ):
         grad = None if t.grad is None else (id(t.grad), t.grad.detach().clone())
         state["tensors"][name] = (id(t), t.requires_grad, grad, t.device, t.dtype, _value(t))
+        state["types"][f"tensor {name}"] = type(t)
     return state
 
 
 def _value(t: torch.Tensor) -> torch.Tensor | None:
-    return None if t.is_meta else t.detach().clone()
+    return None if is_lazy(t) or t.is_meta else t.detach().clone()
 
 
 def assert_unchanged(model: torch.nn.Module, before: dict) -> None:
     after = snapshot(model)
+    assert after["types"] == before["types"], "a module or tensor changed class (a lazy module materialised?)"
     assert after["modules"].keys() == before["modules"].keys()
     for name, (training, hooks) in before["modules"].items():
         assert after["modules"][name][0] == training, f"{name or 'root'}: train/eval mode changed"

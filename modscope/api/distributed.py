@@ -30,8 +30,9 @@ from modscope.collect.distributed.ranks import (
     scan_local,
     structure_digest,
 )
+from modscope.collect.static.audit import accept, allowed_codes, nonfinite_finding
 from modscope.errors import EXIT_USAGE, ModscopeError
-from modscope.report import AuditReport, Finding, Severity, SummaryReport
+from modscope.report import AuditReport, Finding, Severity, SummaryReport, TensorKind
 
 _MAX_LISTED = 5
 
@@ -79,12 +80,16 @@ def distributed_audit(
     """``modscope.audit`` merged over every rank of ``group`` on rank ``dst`` (None elsewhere); collective."""
     from modscope.api.static import _audit
 
-    return _gathered(
+    allow = (allow,) if isinstance(allow, str) else tuple(allow or ())
+    report = _gathered(
         lambda: _audit(model, expect_device, expect_dtype, allow, target, False, force_distributed=True),
         group,
         dst,
         check_values,
     )
+    if report is None:
+        return None
+    return replace(report, findings=tuple(accept(list(report.findings), allowed_codes(allow))))
 
 
 # --- one rank's part -------------------------------------------------------------------------------------
@@ -104,7 +109,7 @@ def _local_part(build, check_values: bool, world: int = 1):
         "info": report.distributed.this_rank,
         "digest": structure_digest(tensors),
         "params": len(tensors.parameters),
-        "findings": [f for f in findings if f.code != "nonfinite_weights"],
+        "findings": [f for f in findings if f.code not in ("nonfinite_weights", "mask_buffer")],  # merged on dst
         "nonfinite": nonfinite,
         "checksums": sums,
         "coords": tensors.meshes.coordinates(),
@@ -263,22 +268,18 @@ def _nonfinite(infos, records: list[tuple[int, dict]]) -> list[Finding]:
         hits = {rank: r["nonfinite"][info.name] for rank, r in records if info.name in r["nonfinite"]}
         if not hits:
             continue
-        worst: dict[tuple, tuple[int, int]] = {}
-        for rank, (nan, inf, _) in hits.items():
+        worst: dict[tuple, tuple[int, int, int]] = {}
+        for rank, (nan, inf, _, negative) in hits.items():
             key = per_rank.get(rank, ("rank", rank))
-            old = worst.get(key, (0, 0))
-            worst[key] = (max(old[0], nan), max(old[1], inf))
-        nan = sum(v[0] for v in worst.values())
-        inf = sum(v[1] for v in worst.values())
-        out.append(
-            Finding(
-                "nonfinite_weights",
-                info.name,
-                f"{info.name} holds {nan} NaN and {inf} Inf values out of {info.numel} "
-                f"(in the copies on rank(s) {rank_ranges(hits)})",
-                Severity.ERROR,
-            )
+            old = worst.get(key, (0, 0, 0))
+            worst[key] = (max(old[0], nan), max(old[1], inf), max(old[2], negative))
+        nan, inf, negative = (sum(v[i] for v in worst.values()) for i in range(3))
+        finding = nonfinite_finding(
+            info.name, nan, inf, negative, info.numel, buffer=info.kind is TensorKind.BUFFER,
+            where=f" (in the copies on rank(s) {rank_ranges(hits)})",
         )
+        if finding is not None:
+            out.append(finding)
     return out
 
 

@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 from torch.nn.parameter import is_lazy
 
+from modscope.collect.forward.materialized import materialized_shapes, with_shapes
 from modscope.collect.forward.memory import (
     OPTIMIZERS,
     SavedTensors,
@@ -75,9 +76,13 @@ def analyse_forward(
     flops: bool = True,
     memory: bool = True,
     optimizer: str = "adam",
+    materialized: dict | None = None,
 ) -> ForwardReport:
     """Run one recorded forward pass (and one measuring pass for memory); raise ForwardError with the partial
-    ForwardReport when the model raises. ``parameters``/``buffers`` come from the static summary."""
+    ForwardReport when the model raises. ``parameters``/``buffers`` come from the static summary.
+
+    ``materialized``: a dict given name -> (shape, dtype) of each lazy tensor the pass materialised (on the
+    copy it runs on; the caller's model stays lazy); the memory estimate counts them."""
     if optimizer not in OPTIMIZERS:
         raise UsageError(f"--optimizer {optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
     device = check_device(device)
@@ -86,6 +91,7 @@ def analyse_forward(
     with contextlib.ExitStack() as stack:
         run_model, run_device = _placed(model, device, stack, notes)
         runner = _Runner(run_model, inputs.to(run_device), on_meta=run_device == "meta")
+        runner.lazy_shapes = {} if materialized is None else materialized
         if not runner.hookable:
             notes.append("TorchScript modules take no hooks: only the whole model's shapes, FLOPs and memory")
         saved = SavedTensors(runner.model) if memory and train_mode else None
@@ -93,6 +99,13 @@ def analyse_forward(
         fields = dict(
             device=run_device, train_mode=train_mode, grad_enabled=train_mode, fallbacks=runner.fallback_notes()
         )
+        if runner.lazy_shapes:
+            parameters = with_shapes(parameters, runner.lazy_shapes)
+            buffers = with_shapes(buffers, runner.lazy_shapes)
+            notes.append(
+                f"the pass materialised {len(runner.lazy_shapes)} lazy tensor(s): the counts and the memory "
+                "estimate use their shapes; the model itself is left uninitialized"
+            )
         if result.error is not None:
             raise ForwardError(_failure_message(result), partial=_report(result, notes=notes, **fields))
         estimate, unused = None, None
@@ -132,17 +145,20 @@ class _Runner:
         self.owned = on_meta and not _all_meta(model)
         self.model = _meta_copy(model) if self.owned else model
         self.hookable = not isinstance(model, torch.jit.ScriptModule)  # TorchScript takes no module hooks
+        self.lazy_shapes: dict | None = None  # filled by the recorded pass when the model has lazy tensors
 
     def fallback_notes(self) -> tuple[Fallback, ...]:
         return tuple(f for _, _, f in self.fallbacks)
 
-    def _extra(self, saved: SavedTensors | None):
+    def _extra(self, saved: SavedTensors | None, *, shapes: dict | None = None):
         islands = [(name, module) for name, module, _ in self.fallbacks]
-        if not islands and saved is None:
+        if not islands and saved is None and shapes is None:
             return None
 
         def enter(counter):
             stack = contextlib.ExitStack()
+            if shapes is not None:  # read before preserved_state makes the lazy tensors lazy again
+                stack.enter_context(materialized_shapes(self.model, shapes))
             if saved is not None:
                 stack.enter_context(saved.hooks())
             if islands:
@@ -157,7 +173,8 @@ class _Runner:
         while True:
             result = run_pass(
                 self.model, self.inputs, training=train_mode, grad=train_mode, flops=flops,
-                record=self.hookable, peak=peak, reuse_meta=self.on_meta, extra=self._extra(saved),
+                record=self.hookable, peak=peak, reuse_meta=self.on_meta,
+                extra=self._extra(saved, shapes=self.lazy_shapes if _has_lazy(self.model) else None),
             )
             if not self._should_fall_back(result):
                 return result

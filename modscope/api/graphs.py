@@ -17,7 +17,7 @@ from modscope.collect.graphs.graph_fold import collapse_run, contract, prune_dea
 from modscope.collect.graphs.layer_info import hyperparams
 from modscope.collect.hooks import module_hooks, preserved_state
 from modscope.collect.recursion import recursion_note, recursion_room
-from modscope.core.walk import join, set_training, visits
+from modscope.core.walk import copy_if_lazy, join, set_training, visits
 from modscope.errors import ForwardError, UsageError
 from modscope.load.inputs import as_model_inputs
 from modscope.render.collapse import group_children
@@ -57,6 +57,8 @@ def graph(
     if depth is not None and depth < 0:
         raise UsageError(f"depth must be 0 or more, got {depth}")
     style = _style(color, rankdir)
+    if inputs is not None:
+        model = copy_if_lazy(model)  # a lazy model's first forward would materialise it in place
     report = summary(model, target=target)
     tree = _Tree(report, model, depth)
     if inputs is None:

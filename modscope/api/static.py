@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 from modscope.collect.distributed.ranks import distributed_findings, distributed_info, has_dtensors
-from modscope.collect.static.audit import audit_findings
+from modscope.collect.static.audit import accept, allowed_codes, audit_findings
 from modscope.collect.static.hazards import find_hazards
 from modscope.collect.static.tensors import collect_tensors
 from modscope.collect.static.tree import collect_modules
@@ -45,20 +45,52 @@ def summary(
     11689512
     >>> modscope.summary(model, inputs=torch.randn(1, 3, 224, 224)).forward.flops_total
     """
-    static = _summary(model, target, check_values)[0]
+    static, visited, tensors = _summary(model, target, check_values)
     if inputs is None:
         return static
     from modscope.api.forward import analyse_forward
 
+    shapes: dict = {}
     try:
         forward = analyse_forward(
             model, inputs, parameters=static.parameters, buffers=static.buffers, device=device,
-            train_mode=train_mode, flops=flops, memory=memory, optimizer=optimizer,
+            train_mode=train_mode, flops=flops, memory=memory, optimizer=optimizer, materialized=shapes,
         )
     except ForwardError as exc:
-        exc.partial = replace(static, forward=exc.partial)
+        exc.partial = replace(_materialized(static, visited, tensors, shapes), forward=exc.partial)
         raise
-    return replace(static, forward=forward)
+    return replace(_materialized(static, visited, tensors, shapes), forward=forward)
+
+
+def _materialized(static: SummaryReport, visited, tensors, shapes: dict) -> SummaryReport:
+    """The summary counted with the shapes a forward pass gave the lazy tensors (``shapes``: name -> (shape,
+    dtype)); the model itself stays lazy, and each lazy tensor's finding says so."""
+    if not shapes:
+        return static
+    from modscope.collect.forward.materialized import with_shapes
+
+    counted = replace(
+        tensors, parameters=list(with_shapes(tensors.parameters, shapes)), buffers=list(with_shapes(tensors.buffers, shapes))
+    )
+    modules, _ = collect_modules(visited, counted)
+    warnings = tuple(
+        replace(
+            w,
+            message=f"{w.name} is an uninitialized lazy tensor; the forward pass materialised it as "
+            f"{tuple(shapes[w.name][0])} ({shapes[w.name][1]}), counted in this report; the model itself is left "
+            "uninitialized",
+        )
+        if w.code == "uninitialized_parameter" and w.name in shapes else w
+        for w in static.warnings
+    )
+    return replace(
+        static,
+        totals=_totals(counted, len(modules)),
+        parameters=tuple(counted.parameters),
+        buffers=tuple(counted.buffers),
+        modules=tuple(modules),
+        warnings=warnings,
+    )
 
 
 def _summary(model, target, check_values, force_distributed=False):
@@ -93,7 +125,11 @@ def audit(
 ) -> AuditReport:
     """Mixed devices/dtypes, misplaced buffers, mixed train/eval modes and non-finite weights.
 
+    ``allow``: finding codes to accept (listed as info, ``ok`` stays True), and with ``expect_dtype`` also
+    tensor-name/module-type substrings exempt from it; any other value raises UsageError.
+
     >>> modscope.audit(model, expect_dtype="bfloat16", allow={"norm"}).ok
+    >>> modscope.audit(model, allow={"mixed_training_mode"}).ok
     """
     return _audit(model, expect_device, expect_dtype, allow, target)[0]
 
@@ -101,6 +137,7 @@ def audit(
 def _audit(model, expect_device, expect_dtype, allow, target, check_values=True, force_distributed=False):
     """(AuditReport, visits, CollectedTensors)."""
     _require_module(model)
+    allow = (allow,) if isinstance(allow, str) else tuple(allow or ())
     if isinstance(expect_dtype, str):
         expect_dtype = parse_dtype(expect_dtype)
     if expect_device is not None:
@@ -115,6 +152,7 @@ def _audit(model, expect_device, expect_dtype, allow, target, check_values=True,
         check_values=check_values,
     )
     distributed, sharding = _distributed(visited, tensors, force_distributed)
+    sharding = accept(sharding, allowed_codes(allow))
     report = AuditReport(
         ModelRef(type(model).__name__, target), devices, dtypes, tuple(findings + sharding), distributed
     )

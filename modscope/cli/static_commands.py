@@ -216,7 +216,11 @@ def audit(
     ] = None,
     allow: Annotated[
         Optional[list[str]],
-        typer.Option("--allow", help="Name/type substring exempt from --expect-dtype (e.g. norm); repeatable."),
+        typer.Option(
+            "--allow",
+            help="Accept a finding code (e.g. mixed_training_mode: listed as info, no exit 1), or with "
+            "--expect-dtype a name/type substring exempt from it (e.g. norm); repeatable.",
+        ),
     ] = None,
     distributed: DistributedOpt = None,
     backend: BackendOpt = None,

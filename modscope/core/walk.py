@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+from torch.nn.parameter import is_lazy
 
 
 @dataclass
@@ -106,6 +107,32 @@ def deep_copy(root: nn.Module, memo: dict | None = None) -> nn.Module:
     memo = {} if memo is None else memo
     if isinstance(root, torch.jit.ScriptModule):
         return copy.deepcopy(root, memo)
-    for module in reversed(modules(root)):
+    tree = modules(root)
+    for module in tree:  # torch cannot deepcopy an UninitializedBuffer (LazyBatchNorm's running stats)
+        for t in module._buffers.values():
+            if is_lazy(t) and id(t) not in memo:
+                memo[id(t)] = fresh_lazy(t)
+    for module in reversed(tree):
         copy.deepcopy(module, memo)
     return memo[id(root)]
+
+
+def fresh_lazy(t: torch.Tensor, device=None) -> torch.Tensor:
+    """A new uninitialized parameter/buffer like the lazy ``t`` (same kind, dtype, requires_grad), on
+    ``device`` (default: ``t``'s)."""
+    return type(t)(requires_grad=t.requires_grad, device=t.device if device is None else device, dtype=t.dtype)
+
+
+def has_lazy(root: nn.Module) -> bool:
+    """Does any module of ``root`` hold an uninitialized (lazy) parameter or buffer?"""
+    return any(
+        t is not None and is_lazy(t) for m in modules(root) for t in (*m._parameters.values(), *m._buffers.values())
+    )
+
+
+def copy_if_lazy(root):
+    """``root``, or a deep copy of it when it holds lazy tensors: their first forward materialises them in place
+    (and changes the modules' classes), which restoring state cannot undo, so analyses run such models on a copy."""
+    if isinstance(root, nn.Module) and not isinstance(root, torch.jit.ScriptModule) and has_lazy(root):
+        return deep_copy(root)
+    return root

@@ -14,6 +14,7 @@ from typing import Any, Iterable
 
 import torch
 
+from modscope.core.nest import map_tensors
 from modscope.errors import UsageError, label_user_exit, what_user_code_did
 
 _SPEC = re.compile(r"^\s*(?P<shape>[-+0-9,\s]*?)\s*(?::\s*(?P<dtype>[a-z0-9_.]+)\s*(?P<range>\[[^\]]*\)|\[[^\]]*\])?)?\s*$")
@@ -69,7 +70,10 @@ class ModelInputs:
             raise
 
     def to(self, device: str | torch.device) -> "ModelInputs":
-        return ModelInputs(_map_tensors(self.args, device), _map_tensors(self.kwargs, device))
+        """The same arguments on ``device``, every container of its own type (``core.nest.map_tensors``)."""
+        args = map_tensors(self.args, lambda t: t.to(device))
+        kwargs = map_tensors(self.kwargs, lambda t: t.to(device))
+        return ModelInputs(args, kwargs)
 
 
 def parse_tensor_spec(text: str) -> TensorSpec:
@@ -204,12 +208,13 @@ def build_inputs(
 
 
 def as_model_inputs(value: Any) -> ModelInputs:
-    """A tensor, tuple/list (positional), dict (keyword) or ModelInputs -> ModelInputs."""
+    """A plain tuple/list (positional arguments), a dict (keyword arguments), ModelInputs, or anything else
+    as the one argument: a namedtuple, ``PackedSequence`` or dataclass reaches the model as it is, never unpacked."""
     if isinstance(value, ModelInputs):
         return value
     if isinstance(value, dict):
         return ModelInputs((), dict(value))
-    if isinstance(value, (tuple, list)):
+    if type(value) is tuple or type(value) is list:
         return ModelInputs(tuple(value), {})
     return ModelInputs((value,), {})
 
@@ -231,14 +236,3 @@ def _call_factory(spec: str):
     except BaseException as exc:  # noqa: BLE001 - sys.exit() in the user's function is the user's error
         raise UsageError(f"--inputs {spec!r} {what_user_code_did(exc)}")
 
-
-def _map_tensors(value, device):
-    if isinstance(value, torch.Tensor):
-        return value.to(device)
-    if isinstance(value, tuple):
-        return tuple(_map_tensors(v, device) for v in value)
-    if isinstance(value, list):
-        return [_map_tensors(v, device) for v in value]
-    if isinstance(value, dict):
-        return {k: _map_tensors(v, device) for k, v in value.items()}
-    return value

@@ -26,7 +26,7 @@ def findings_view(findings, *, title: str) -> Table:
     table.add_column("code")
     table.add_column("message", overflow="fold")
     for f in findings:
-        style = "red" if f.severity is Severity.ERROR else "yellow"
+        style = {Severity.ERROR: "red", Severity.INFO: "dim"}.get(f.severity, "yellow")
         table.add_row(Text(f.severity.value, style=style), f.code, f.message)
     return table
 

@@ -18,6 +18,7 @@ class TensorKind(str, Enum):
 
 
 class Severity(str, Enum):
+    INFO = "info"  # expected, named so it is not mistaken for a problem (a -inf mask, an allowed finding)
     WARNING = "warning"  # worth knowing; does not fail a command
     ERROR = "error"  # a check failed: the command exits 1
 
@@ -123,6 +124,15 @@ class SharedGroup:
 
     def to_dict(self) -> dict[str, Any]:
         return {"names": list(self.names), "kind": self.kind.value}
+
+
+#: Every finding code modscope reports (``--allow CODE`` accepts exactly these).
+FINDING_CODES = (
+    "buffer_device", "device_mismatch", "dtype_mismatch", "mask_buffer", "meta_tensor", "mixed_device",
+    "mixed_dtype", "mixed_mesh", "mixed_training_mode", "nonfinite_weights", "partial_parameter",
+    "rank_mismatch", "replica_mismatch", "replicated_parameter", "uninitialized_parameter",
+    "unregistered_module", "unregistered_tensor", "unsharded_parameter",
+)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from modscope.collect.distributed.dtensor import (
     local_of,
     process_group_state,
 )
+from modscope.collect.static.audit import count_nonfinite
 from modscope.core.walk import Visit
 from modscope.report import Finding
 from modscope.report.distributed import DistributedInfo, MeshInfo, RankInfo
@@ -193,8 +194,8 @@ def structure_digest(tensors) -> str:
     return h.hexdigest()
 
 
-def scan_local(tensors, *, checksums) -> tuple[dict[str, tuple[int, int, int]], list]:
-    """One pass over this rank's local data: non-finite counts per floating tensor, and an exact bit checksum
+def scan_local(tensors, *, checksums) -> tuple[dict[str, tuple[int, int, int, int]], list]:
+    """One pass over this rank's local data: (NaN, Inf, elements, -Inf) per floating tensor holding any, and an exact bit checksum
     per parameter in ``tensors.parameters`` order for the names in ``checksums`` (None elsewhere: nothing to
     compare it with, e.g. a shard no other rank holds).
     """
@@ -208,9 +209,9 @@ def scan_local(tensors, *, checksums) -> tuple[dict[str, tuple[int, int, int]], 
         with torch.no_grad():
             if data.is_floating_point() or data.is_complex():
                 if not torch.isfinite(data.sum()).item():
-                    nan, inf = int(torch.isnan(data).sum()), int(torch.isinf(data).sum())
+                    nan, inf, negative = count_nonfinite(data)
                     if nan or inf:
-                        nonfinite[name] = (nan, inf, data.numel())
+                        nonfinite[name] = (nan, inf, data.numel(), negative)
             if name in wanted:
                 sums[name] = bit_checksum(data)
     return nonfinite, [sums.get(p.name) for p in tensors.parameters]

@@ -14,11 +14,12 @@ from typing import Iterator
 
 import torch
 import torch.nn as nn
+from torch.nn.parameter import is_lazy
 
 from modscope.collect.forward.structure import map_tensors
 from modscope.collect.hooks import module_hooks
 from modscope.collect.static.hazards import plain_attributes
-from modscope.core.walk import deep_copy, to_empty, visits
+from modscope.core.walk import deep_copy, fresh_lazy, to_empty, visits
 
 #: a module is run on real CPU tensors only when its weights and its inputs are each at most this big
 FALLBACK_MAX_BYTES = 1 << 30
@@ -44,6 +45,8 @@ def meta_copy(model: nn.Module) -> nn.Module:
 
 
 def _to_meta(t: torch.Tensor) -> torch.Tensor:
+    if is_lazy(t):  # holds no data; the pass materialises it on meta
+        return fresh_lazy(t, "meta")
     meta = t.detach().to("meta")
     if isinstance(t, nn.Parameter):
         return nn.Parameter(meta, requires_grad=t.requires_grad)

@@ -12,6 +12,7 @@ from typing import Any, Iterator
 import torch
 
 from modscope.collect.static.tensors import dtype_name
+from modscope.core import nest
 from modscope.report.forward import Opaque, Record, TensorMeta
 
 MAX_ITEMS = 32
@@ -19,7 +20,7 @@ MAX_DEPTH = 6
 _MAX_REPR = 40
 _SHOWN = (bool, int, float, type(None))
 _REPRESENTED = (str, bytes, complex, slice, torch.dtype, torch.device, torch.memory_format, enum.Enum)
-_MAP_DEPTH = 32
+map_tensors = nest.map_tensors  # containers keep their types (meta.py's real_inputs/meta_outputs use it from here)
 _DTYPE_NAMES = {dtype: dtype_name(dtype) for dtype in vars(torch).values() if isinstance(dtype, torch.dtype)}
 
 
@@ -78,28 +79,6 @@ def iter_tensors(value: Any, depth: int = 0, *, limit: int | None = MAX_ITEMS) -
     elif dataclasses.is_dataclass(value) and not isinstance(value, type):
         for f in dataclasses.fields(value):
             yield from iter_tensors(getattr(value, f.name, None), depth + 1, limit=limit)
-
-
-def map_tensors(value: Any, fn, depth: int = 0) -> Any:
-    """``value`` with every tensor replaced by ``fn(tensor)``; containers rebuilt with their own types."""
-    if isinstance(value, torch.Tensor):
-        return fn(value)
-    if depth >= _MAP_DEPTH or isinstance(value, (str, bytes)):
-        return value
-    if isinstance(value, tuple) and hasattr(value, "_fields"):
-        return type(value)(*(map_tensors(v, fn, depth + 1) for v in value))
-    if isinstance(value, (tuple, list)):
-        return type(value)(map_tensors(v, fn, depth + 1) for v in value)
-    if isinstance(value, dict):
-        mapped = {k: map_tensors(v, fn, depth + 1) for k, v in value.items()}
-        try:
-            return type(value)(mapped)
-        except TypeError:
-            return mapped
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        changes = {f.name: map_tensors(getattr(value, f.name), fn, depth + 1) for f in dataclasses.fields(value) if f.init}
-        return dataclasses.replace(value, **changes)
-    return value
 
 
 def storage_key(tensor: torch.Tensor):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from dataclasses import replace
 from typing import Iterable
 
 import torch
@@ -10,7 +11,9 @@ from torch.nn.parameter import is_lazy
 from modscope.collect.distributed.dtensor import is_dtensor, local_of
 from modscope.collect.static.tensors import CollectedTensors, dtype_name
 from modscope.core.walk import Visit
+from modscope.errors import UsageError
 from modscope.report import Finding, Severity
+from modscope.report.static import FINDING_CODES
 
 _MAX_LISTED = 5
 
@@ -26,9 +29,11 @@ def audit_findings(
 ) -> tuple[dict[str, int], dict[str, int], list[Finding]]:
     """Return (elements per device, elements per dtype, findings).
 
-    ``allow`` exempts names/types from dtype rules; ``check_values=False`` skips the NaN/Inf scan, the only
-    step that reads tensor data (one pass over the weights).
+    ``allow``: finding codes to accept (reported as info, not failing), and with ``expect_dtype`` also
+    name/module-type substrings exempt from it; anything else raises UsageError. ``check_values=False`` skips
+    the NaN/Inf scan, the only step that reads tensor data (one pass over the weights).
     """
+    codes, patterns = split_allow(allow, visited, tensors, expect_dtype is not None)
     infos = [*tensors.parameters, *tensors.buffers]
     devices = Counter()
     dtypes = Counter()
@@ -46,8 +51,53 @@ def audit_findings(
     if expect_device is not None:
         findings += _expect_device(infos, expect_device)
     if expect_dtype is not None:
-        findings += _expect_dtype(infos, expect_dtype, _module_types(visited), tuple(allow))
-    return dict(devices), dict(dtypes), findings
+        findings += _expect_dtype(infos, expect_dtype, _module_types(visited), patterns)
+    return dict(devices), dict(dtypes), accept(findings, codes)
+
+
+def split_allow(
+    allow: Iterable[str], visited: list[Visit], tensors: CollectedTensors, dtype_rule: bool
+) -> tuple[frozenset[str], tuple[str, ...]]:
+    """(finding codes, name/type substrings) in ``allow``; a value that is neither is refused (a typo would
+    otherwise accept nothing, silently)."""
+    allow = tuple(allow)
+    codes = allowed_codes(allow)
+    patterns = tuple(a for a in allow if a not in FINDING_CODES)
+    valid = f"finding codes: {', '.join(FINDING_CODES)}"
+    for pattern in patterns:
+        if not dtype_rule:
+            raise UsageError(
+                f"--allow {pattern!r} is not a finding code ({valid}); a tensor-name or module-type substring "
+                "applies only with --expect-dtype"
+            )
+        if not _matches_something(pattern, visited, tensors):
+            raise UsageError(
+                f"--allow {pattern!r} is neither a finding code ({valid}) nor part of any tensor name or "
+                "module type of this model"
+            )
+    return codes, patterns
+
+
+def allowed_codes(allow: Iterable[str]) -> frozenset[str]:
+    """The finding codes among the ``allow`` values."""
+    return frozenset(a for a in allow if a in FINDING_CODES)
+
+
+def accept(findings: list[Finding], codes: Iterable[str]) -> list[Finding]:
+    """Findings whose code is in ``codes`` turned into infos (still listed, no longer failing)."""
+    codes = frozenset(codes)
+    return [
+        replace(f, severity=Severity.INFO, message=f"{f.message} (accepted: --allow {f.code})")
+        if f.code in codes and f.severity is not Severity.INFO else f
+        for f in findings
+    ]
+
+
+def _matches_something(pattern: str, visited: list[Visit], tensors: CollectedTensors) -> bool:
+    types = _module_types(visited)
+    return any(
+        _allowed(info.name, types.get(info.module, ""), (pattern,)) for info in (*tensors.parameters, *tensors.buffers)
+    )
 
 
 def _shares(counter: Counter) -> str:
@@ -151,18 +201,45 @@ def _nonfinite(tensors: CollectedTensors) -> list[Finding]:
                 flat = group[0][1].reshape(-1) if len(group) == 1 else torch.cat([t.reshape(-1) for _, t in group])
                 if not torch.isfinite(flat.sum()).item():
                     suspects.extend(group)
-    return [f for name, data in suspects if (f := _count_nonfinite(name, data, name in shards))]
+    buffers = {info.name for info in tensors.buffers}
+    out = []
+    for name, data in suspects:
+        nan, inf, negative = count_nonfinite(data)
+        where = " in this rank's shard" if name in shards else ""
+        finding = nonfinite_finding(name, nan, inf, negative, data.numel(), buffer=name in buffers, where=where)
+        if finding is not None:  # None: the batch sum merely overflowed (e.g. float16)
+            out.append(finding)
+    return out
 
 
-def _count_nonfinite(name: str, data: torch.Tensor, shard: bool = False) -> Finding | None:
+def count_nonfinite(data: torch.Tensor) -> tuple[int, int, int]:
+    """(NaN, Inf of either sign, -Inf) counts of one tensor (complex values count as Inf, never as -Inf)."""
     with torch.no_grad():
         nan = int(torch.isnan(data).sum())
         inf = int(torch.isinf(data).sum())
+        negative = int(torch.isneginf(data).sum()) if inf and not data.is_complex() else 0
+    return nan, inf, negative
+
+
+def nonfinite_finding(
+    name: str, nan: int, inf: int, negative: int, numel: int | None, *, buffer: bool, where: str = ""
+) -> Finding | None:
+    """An error for NaN/Inf values; a buffer whose only non-finite values are -inf is a mask (an info).
+
+    Attention masks are built as ``torch.full((T, T), float("-inf")).triu(1)``: -inf is their data, not a fault.
+    A parameter holding -inf, or a buffer holding NaN or +inf, stays an error.
+    """
     if not (nan or inf):
-        return None  # the batch sum merely overflowed (e.g. float16)
-    where = " in this rank's shard" if shard else ""
+        return None
+    if buffer and not nan and inf == negative:
+        return Finding(
+            "mask_buffer", name,
+            f"buffer {name} is a mask: {negative} of {numel} values are -inf (masked positions, as in a causal "
+            f"attention mask){where}; not an error",
+            Severity.INFO,
+        )
     return Finding(
-        "nonfinite_weights", name, f"{name} holds {nan} NaN and {inf} Inf values out of {data.numel()}{where}",
+        "nonfinite_weights", name, f"{name} holds {nan} NaN and {inf} Inf values out of {numel}{where}",
         Severity.ERROR,
     )
 

@@ -1,4 +1,5 @@
-"""Static hazards: plain tensors hidden in attributes, uninitialized lazy tensors, tensors on ``meta``."""
+"""Static hazards: plain tensors and submodules hidden in attributes, uninitialized lazy tensors, tensors on
+``meta``. Attributes are read one level deep (a tensor, or a list/tuple/dict of them): never a deep scan."""
 from __future__ import annotations
 
 import torch
@@ -6,7 +7,7 @@ import torch.nn as nn
 from torch.nn.parameter import is_lazy
 
 from modscope.collect.static.tensors import CollectedTensors
-from modscope.core.walk import Visit, join
+from modscope.core.walk import Visit, join, visits
 from modscope.report import Finding
 
 # nn.Module's own bookkeeping attributes (_parameters, _buffers, _modules, hook tables, ...)
@@ -14,7 +15,7 @@ _MODULE_INTERNALS = frozenset(vars(nn.Module()))
 
 
 def find_hazards(visited: list[Visit], tensors: CollectedTensors) -> list[Finding]:
-    findings = list(_unregistered_tensors(visited))
+    findings = list(_unregistered(visited, tensors))
     meta: list[str] = []
     for name, tensor in tensors.objects.items():
         if is_lazy(tensor):
@@ -35,20 +36,70 @@ def find_hazards(visited: list[Visit], tensors: CollectedTensors) -> list[Findin
     return findings
 
 
-def _unregistered_tensors(visited: list[Visit]):
-    """Tensors stored as plain attributes: they do not follow ``.to()`` and are missing from state_dict."""
+def _unregistered(visited: list[Visit], tensors: CollectedTensors):
+    """Tensors and modules stored as plain attributes (or in plain lists/tuples/dicts): they do not follow
+    ``.to()``, are missing from state_dict and are invisible to optimizers. Ones registered elsewhere in the
+    tree (``self.layers = [self.a, self.b]``) are only references, and fine."""
+    tensor_ids = {id(t) for t in tensors.objects.values()}
+    module_ids = {id(v.module) for v in visited}
+    counted: set[int] = set()  # hidden parameters already counted by an earlier finding
     for visit in visited:
         if not visit.first:
             continue
-        for label, tensor in plain_attributes(visit.module):
-            name = join(visit.name, label)
-            yield Finding(
-                "unregistered_tensor",
-                name,
-                f"{name} is a plain {type(tensor).__name__} attribute {tuple(tensor.shape)} on {tensor.device}, "
-                "not a registered parameter/buffer: .to() will not move it, state_dict will not save it and "
-                "optimizers will not see it (use register_buffer, nn.Parameter or ParameterList/ParameterDict)",
-            )
+        for attr, value in vars(visit.module).items():
+            if attr in _MODULE_INTERNALS:
+                continue
+            for label, tensor in plain_tensors(attr, value):
+                if id(tensor) not in tensor_ids:
+                    yield _tensor_finding(join(visit.name, label), tensor)
+            hidden = [m for m in plain_modules(value) if id(m) not in module_ids]
+            if hidden:
+                yield _module_finding(join(visit.name, attr), value, hidden, tensor_ids, counted)
+
+
+def _tensor_finding(name: str, tensor: torch.Tensor) -> Finding:
+    return Finding(
+        "unregistered_tensor",
+        name,
+        f"{name} is a plain {type(tensor).__name__} attribute {tuple(tensor.shape)} on {tensor.device}, "
+        "not a registered parameter/buffer: .to() will not move it, state_dict will not save it and "
+        "optimizers will not see it (use register_buffer, nn.Parameter or ParameterList/ParameterDict)",
+    )
+
+
+def _module_finding(name: str, value, hidden: list[nn.Module], tensor_ids: set[int], counted: set[int]) -> Finding:
+    params = 0
+    for module in {id(m): m for m in hidden}.values():
+        for visit in visits(module):
+            for p in visit.module._parameters.values():
+                if p is not None and id(p) not in tensor_ids and id(p) not in counted and not is_lazy(p):
+                    counted.add(id(p))
+                    params += p.numel()
+    types = sorted({type(m).__name__ for m in hidden})
+    container = "module attribute" if isinstance(value, nn.Module) else f"plain {type(value).__name__}"
+    fix = "register it with add_module" if isinstance(value, nn.Module) else (
+        "use nn.ModuleDict" if isinstance(value, dict) else "use nn.ModuleList"
+    )
+    return Finding(
+        "unregistered_module",
+        name,
+        f"{name} is a {container} holding {len(hidden)} unregistered submodule(s) ({', '.join(types[:3])}"
+        f"{', ...' if len(types) > 3 else ''}) with {params:,} parameters that the totals do not count: they "
+        "run, but .to(), .train()/.eval(), state_dict and model.parameters() (so the optimizer) do not reach "
+        f"them ({fix})",
+    )
+
+
+def plain_modules(value) -> list[nn.Module]:
+    """Modules held by an attribute that nn.Module did not register: one set with ``__dict__`` directly, or
+    the items of a plain list/tuple/dict (one level deep)."""
+    if isinstance(value, nn.Module):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [item for item in value if isinstance(item, nn.Module)]
+    if isinstance(value, dict):
+        return [item for item in value.values() if isinstance(item, nn.Module)]
+    return []
 
 
 def plain_attributes(module: nn.Module):

@@ -18,7 +18,7 @@ from modscope.collect.recursion import recursion_note, recursion_room
 from modscope.collect.static.tensors import collect_tensors
 from modscope.collect.training.loss import Loss, LossKind, loss_label, make_loss
 from modscope.collect.training.scalars import host_floats
-from modscope.core.walk import visits
+from modscope.core.walk import copy_if_lazy, visits
 from modscope.errors import ForwardError, UsageError
 from modscope.load.inputs import as_model_inputs
 from modscope.report.grads import GradReport, GradStatus, GradThresholds, ModuleGrad, ParamGrad, worst
@@ -66,6 +66,7 @@ def grads(
         raise UsageError(f"expected a torch.nn.Module, got {type(model).__name__}")
     thresholds = thresholds or GradThresholds()
     inputs = as_model_inputs(inputs)
+    model = copy_if_lazy(model)  # a lazy model's first forward would materialise it in place
     visited = visits(model)
     depth = max(v.depth for v in visited)
     with preserved_state(model, modules=[v.module for v in visited if v.first]), torch.enable_grad(), \

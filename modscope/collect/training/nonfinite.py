@@ -33,7 +33,7 @@ from modscope.collect.recursion import recursion_note, recursion_room
 from modscope.collect.static.tensors import dtype_name, trainable_parameters
 from modscope.collect.training.loss import Loss, LossKind, loss_kind, loss_label, make_loss
 from modscope.collect.training.scalars import host_floats
-from modscope.core.walk import visits
+from modscope.core.walk import copy_if_lazy, visits
 from modscope.errors import ForwardError, UsageError
 from modscope.load.inputs import as_model_inputs
 from modscope.report.nonfinite import NonfiniteEvent, NonfiniteReport, Origin, TensorStats
@@ -70,6 +70,7 @@ def find_nonfinite(
     >>> modscope.find_nonfinite(model, torch.randn(4, 16)).ok
     """
     inputs = as_model_inputs(inputs)
+    model = copy_if_lazy(model)  # a lazy model's first forward would materialise it in place
     kind = loss_kind(loss)
     error = None
     loss_value = None

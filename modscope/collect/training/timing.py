@@ -25,7 +25,7 @@ from modscope.collect.recursion import recursion_room
 from modscope.collect.static.tensors import trainable_parameters
 from modscope.collect.training.clocks import QueueAhead, clock_for, resolve_device
 from modscope.collect.training.loss import Loss, LossKind, loss_kind, make_loss
-from modscope.core.walk import move, visits
+from modscope.core.walk import copy_if_lazy, move, visits
 from modscope.errors import ForwardError, UsageError
 from modscope.load.inputs import as_model_inputs
 from modscope.report.static import ModelRef
@@ -54,6 +54,7 @@ def time_layers(
     if warmup < 0 or repeat < 1:
         raise UsageError("--warmup must be >= 0 and --repeat >= 1")
     kind = loss_kind(loss)
+    model = copy_if_lazy(model)  # a lazy model's first forward would materialise it in place
     home = next((t.device for v in visits(model) for t in (*v.module._parameters.values(), *v.module._buffers.values())
                  if t is not None), torch.device("cpu"))
     device = resolve_device(device, home)

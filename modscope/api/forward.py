@@ -8,6 +8,8 @@ copy; modules that need real values fall back to small CPU tensors (see ``modsco
 from __future__ import annotations
 
 import contextlib
+import os
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -22,16 +24,19 @@ from modscope.collect.forward.memory import (
     unused_parameters,
 )
 from modscope.collect.forward.meta import (
+    FALLBACK_ENV,
     FALLBACK_MAX_BYTES,
-    is_meta_error,
+    input_twins,
     materialize,
     meta_copy,
     module_bytes,
     real_tensor_islands,
+    tensor_twins,
 )
+from modscope.collect.forward.meta_values import MetaValues
 from modscope.collect.forward.run import PassResult, run_pass
 from modscope.collect.graph_release import graph_nodes, release
-from modscope.collect.hooks import preserved_state
+from modscope.collect.hooks import preserved_rng, preserved_state
 from modscope.collect.recursion import recursion_note
 from modscope.collect.static.audit import device_matches
 from modscope.collect.static.hazards import plain_attributes
@@ -85,7 +90,7 @@ def analyse_forward(
     notes: list[str] = []
     with contextlib.ExitStack() as stack:
         run_model, run_device = _placed(model, device, stack, notes)
-        runner = _Runner(run_model, inputs.to(run_device), on_meta=run_device == "meta")
+        runner = _Runner(run_model, inputs.to(run_device), on_meta=run_device == "meta", given=inputs)
         if not runner.hookable:
             notes.append("TorchScript modules take no hooks: only the whole model's shapes, FLOPs and memory")
         saved = SavedTensors(runner.model) if memory and train_mode else None
@@ -94,7 +99,7 @@ def analyse_forward(
             device=run_device, train_mode=train_mode, grad_enabled=train_mode, fallbacks=runner.fallback_notes()
         )
         if result.error is not None:
-            raise ForwardError(_failure_message(result), partial=_report(result, notes=notes, **fields))
+            raise ForwardError(_failure_message(result, runner.refused), partial=_report(result, notes=notes, **fields))
         estimate, unused = None, None
         if memory:
             if saved is not None:
@@ -122,10 +127,15 @@ def analyse_forward(
 class _Runner:
     """Runs passes over one (possibly meta) model, keeping the modules that had to fall back to real tensors."""
 
-    def __init__(self, model: nn.Module, inputs: ModelInputs, *, on_meta: bool):
+    def __init__(self, model: nn.Module, inputs: ModelInputs, *, on_meta: bool, given: ModelInputs | None = None):
         self.on_meta = on_meta
         self.inputs = inputs
+        self.original = model
+        self.given = given  # the inputs as the caller gave them (on meta: their values become twins)
         self.fallbacks: list[tuple[str, nn.Module, Fallback]] = []
+        self.values: MetaValues | None = None  # real twins of small meta tensors, once a meta pass has failed
+        self.values_for: Fallback | None = None  # the failure that called for them
+        self.refused: str | None = None  # why the last failure was not retried on real tensors
         # On meta the pass runs on a data-free copy, which fallbacks may change; a model that already is all
         # meta is used as it is (copying 80 layers costs more than the pass) until a fallback needs a copy.
         self.owned = on_meta and not _all_meta(model)
@@ -133,11 +143,18 @@ class _Runner:
         self.hookable = not isinstance(model, torch.jit.ScriptModule)  # TorchScript takes no module hooks
 
     def fallback_notes(self) -> tuple[Fallback, ...]:
-        return tuple(f for _, _, f in self.fallbacks)
+        notes = tuple(f for _, _, f in self.fallbacks)
+        if self.values is None or not self.values.answered:
+            return notes
+        action = (
+            f"answered {self.values.answered} value read(s) on meta from real copies of the small tensors involved "
+            "(the inputs as given, small buffers, tensors made from no data); the module stayed on meta"
+        )
+        return (replace(self.values_for, action=action), *notes)
 
     def _extra(self, saved: SavedTensors | None):
         islands = [(name, module) for name, module, _ in self.fallbacks]
-        if not islands and saved is None:
+        if not islands and saved is None and self.values is None:
             return None
 
         def enter(counter):
@@ -145,22 +162,45 @@ class _Runner:
             if saved is not None:
                 stack.enter_context(saved.hooks())
             if islands:
-                stack.enter_context(real_tensor_islands(self.model, islands, counter))
+                stack.enter_context(real_tensor_islands(self.model, islands, counter, self.values))
+            if self.values is not None:
+                stack.enter_context(self.values)
             return stack
 
         return enter
 
     def recorded(self, train_mode: bool, flops: bool, saved: SavedTensors | None, *, peak: bool) -> PassResult:
-        """The shapes/FLOPs pass; on meta, retried with real-tensor fallbacks for modules that need values.
-        ``peak``: also measure the largest module call (for the memory estimate)."""
+        """The shapes/FLOPs pass; on meta, retried with twins for small tensors, then with real-tensor fallbacks
+        for modules that need values. ``peak``: also measure the largest module call (for the memory estimate).
+
+        Any failure on meta is retried, whatever its message: it was a meta limitation when the failing module
+        then gets past it, a real error when it fails again on real tensors (the meta pass's failure is then
+        reported, with what the real run said)."""
+        trial = None  # (name, previous result): a module just materialized, not yet known to help
         while True:
             result = run_pass(
                 self.model, self.inputs, training=train_mode, grad=train_mode, flops=flops,
                 record=self.hookable, peak=peak, reuse_meta=self.on_meta, extra=self._extra(saved),
             )
-            if not self._should_fall_back(result):
+            if trial is not None:
+                name, previous = trial
+                trial = None
+                if result.error is not None and _inside(result.failure.module, name):
+                    self.fallbacks.pop()  # it fails on real tensors too: not a meta limitation
+                    self.refused = f"on real CPU tensors it failed too: {result.failure.error}: {_first_line(result.failure.message)}"
+                    return previous
+            if result.error is None or not self.on_meta:
                 return result
-            fallback = _fallback_for(result)
+            if self.values is None:
+                self.values = self._twins()
+                self.values_for = Fallback(result.failure.module, result.failure.type, _reason(result.failure), "")
+                continue
+            if any(_inside(result.failure.module, n) for n, _, _ in self.fallbacks):
+                return result  # already on real tensors there
+            if len(self.fallbacks) >= MAX_FALLBACKS:
+                self.refused = f"modscope did not retry it on real tensors: {MAX_FALLBACKS} modules already fell back"
+                return result
+            fallback, self.refused = _fallback_for(result, fallback_max_bytes())
             if fallback is None:
                 return result
             module = result.failing_module
@@ -169,17 +209,25 @@ class _Runner:
                 module = self.model.get_submodule(result.failure.module) if result.failure.module else self.model
                 if saved is not None:
                     saved.model = self.model
-            materialize(module)
+            with preserved_rng():  # random weights come from a fork of the global generators
+                materialize(module)
             self.fallbacks.append((result.failure.module, module, fallback))
+            trial = (result.failure.module, result)
 
-    def _should_fall_back(self, result: PassResult) -> bool:
-        return (
-            result.error is not None
-            and self.on_meta
-            and is_meta_error(result.error)
-            and len(self.fallbacks) < MAX_FALLBACKS
-            and not any(m is result.failing_module for _, m, _ in self.fallbacks)
-        )
+    def _twins(self) -> MetaValues:
+        """The known values of this run: the inputs as given, and the original model's small buffers."""
+        values = MetaValues()
+        pairs = []
+        if self.given is not None:
+            given, moved = (self.given.args, self.given.kwargs), (self.inputs.args, self.inputs.kwargs)
+            cap = fallback_max_bytes()
+            pairs += [(m, r) for m, r in input_twins(given, moved) if r.numel() * r.element_size() <= cap]
+        if self.owned and self.model is not self.original:
+            pairs += tensor_twins(self.original, self.model, values.max_bytes)
+        with torch.no_grad():
+            for meta, real in pairs:  # copies: what the pass does to a twin never reaches the caller's tensors
+                values.add(meta, real.detach().clone())
+        return values
 
     def measure_saved(self) -> tuple[SavedTensors | None, Any, str | None]:
         """(saved tensors, output, note) of a training-mode autograd pass, in eval mode if training mode fails."""
@@ -243,19 +291,47 @@ def _meta_copy(model: nn.Module) -> nn.Module:
         ) from exc
 
 
-def _fallback_for(result: PassResult) -> Fallback | None:
-    """Run the failing module on real CPU tensors, when its weights and inputs are small enough."""
+def fallback_max_bytes() -> int:
+    """The fallback cap: ``MODSCOPE_META_FALLBACK_MAX_BYTES`` when set (bytes, e.g. to test a refusal on a
+    small model), else ``FALLBACK_MAX_BYTES`` (1 GiB)."""
+    text = os.environ.get(FALLBACK_ENV, "").strip()
+    if not text:
+        return FALLBACK_MAX_BYTES
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise UsageError(f"{FALLBACK_ENV}={text!r}: expected a whole number of bytes, e.g. {FALLBACK_MAX_BYTES}")
+    return value
+
+
+def _fallback_for(result: PassResult, cap: int) -> tuple[Fallback | None, str | None]:
+    """(the fallback, None) to run the failing module on real CPU tensors, or (None, why not) when its weights
+    or inputs are over ``cap``."""
     failure, module = result.failure, result.failing_module
     weights = module_bytes(module)
     inputs = sum(_meta_bytes(t) for t in _tensor_metas((failure.call.args, failure.call.kwargs)))
-    if weights > FALLBACK_MAX_BYTES or inputs > FALLBACK_MAX_BYTES:
-        return None
-    reason = f"{failure.error}: {_first_line(failure.message)}"
+    if weights > cap or inputs > cap:
+        what = f"weights are {human_bytes(weights)}" if weights > cap else f"inputs are {human_bytes(inputs)}"
+        return None, (
+            f"modscope did not retry it on real CPU tensors: its {what}, over the fallback cap of {human_bytes(cap)} "
+            f"({FALLBACK_ENV} sets it)"
+        )
     action = (
-        f"ran it on CPU with random weights ({human_bytes(weights)}) and random inputs of the recorded shapes; "
-        "its outputs were turned back into meta tensors"
+        f"ran it on CPU with random weights ({human_bytes(weights)}) and its inputs (their known values where "
+        "modscope has them, random of the recorded shapes otherwise); its outputs were turned back into meta tensors"
     )
-    return Fallback(failure.module, failure.type, reason, action)
+    return Fallback(failure.module, failure.type, _reason(failure), action), None
+
+
+def _reason(failure) -> str:
+    return f"{failure.error}: {_first_line(failure.message)}"
+
+
+def _inside(name: str, island: str) -> bool:
+    """Is module ``name`` the module ``island`` or one of its submodules?"""
+    return island == "" or name == island or name.startswith(island + ".")
 
 
 def _tensor_metas(value):
@@ -291,11 +367,13 @@ def _report(result: PassResult, *, memory=None, unused=None, notes=(), **fields)
     )
 
 
-def _failure_message(result: PassResult) -> str:
+def _failure_message(result: PassResult, refused: str | None = None) -> str:
     f = result.failure
     where = f"module {_short_name(f.module)!r} ({f.type})" if f.module else f"the root module ({f.type})"
     called = call_str(f.call.args, f.call.kwargs) or "no arguments"
     note = recursion_note(result.error, result.depth)
+    if refused:
+        note += f" ({refused})"
     return f"the forward pass failed in {where}, called with ({called}): {f.error}: {_first_line(f.message)}{note}"
 
 

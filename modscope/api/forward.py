@@ -8,7 +8,6 @@ copy; modules that need real values fall back to small CPU tensors (see ``modsco
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import replace
 from typing import Any
 
@@ -23,16 +22,8 @@ from modscope.collect.forward.memory import (
     reached_parameters,
     unused_parameters,
 )
-from modscope.collect.forward.meta import (
-    FALLBACK_ENV,
-    FALLBACK_MAX_BYTES,
-    input_twins,
-    materialize,
-    meta_copy,
-    module_bytes,
-    real_tensor_islands,
-    tensor_twins,
-)
+from modscope.collect.forward.meta import input_twins, materialize, meta_copy, real_tensor_islands, tensor_twins
+from modscope.collect.forward.meta_fallback import failure_reason, fallback_for, fallback_max_bytes, inside
 from modscope.collect.forward.meta_values import MetaValues
 from modscope.collect.forward.run import PassResult, run_pass
 from modscope.collect.graph_release import graph_nodes, release
@@ -40,13 +31,12 @@ from modscope.collect.hooks import preserved_rng, preserved_state
 from modscope.collect.recursion import recursion_note
 from modscope.collect.static.audit import device_matches
 from modscope.collect.static.hazards import plain_attributes
-from modscope.core.text import human_bytes
 from modscope.core.walk import deep_copy, move, visits
 from modscope.errors import ForwardError, UsageError
 from modscope.load.inputs import ModelInputs, as_model_inputs
 from modscope.render.structure_text import call_str
 from modscope.report import TensorInfo
-from modscope.report.forward import Fallback, ForwardReport, Record, TensorMeta
+from modscope.report.forward import Fallback, ForwardReport
 
 MAX_FALLBACKS = 16
 
@@ -185,7 +175,7 @@ class _Runner:
             if trial is not None:
                 name, previous = trial
                 trial = None
-                if result.error is not None and _inside(result.failure.module, name):
+                if result.error is not None and inside(result.failure.module, name):
                     self.fallbacks.pop()  # it fails on real tensors too: not a meta limitation
                     self.refused = f"on real CPU tensors it failed too: {result.failure.error}: {_first_line(result.failure.message)}"
                     return previous
@@ -193,14 +183,14 @@ class _Runner:
                 return result
             if self.values is None:
                 self.values = self._twins()
-                self.values_for = Fallback(result.failure.module, result.failure.type, _reason(result.failure), "")
+                self.values_for = Fallback(result.failure.module, result.failure.type, failure_reason(result.failure), "")
                 continue
-            if any(_inside(result.failure.module, n) for n, _, _ in self.fallbacks):
+            if any(inside(result.failure.module, n) for n, _, _ in self.fallbacks):
                 return result  # already on real tensors there
             if len(self.fallbacks) >= MAX_FALLBACKS:
                 self.refused = f"modscope did not retry it on real tensors: {MAX_FALLBACKS} modules already fell back"
                 return result
-            fallback, self.refused = _fallback_for(result, fallback_max_bytes())
+            fallback, self.refused = fallback_for(result, fallback_max_bytes())
             if fallback is None:
                 return result
             module = result.failing_module
@@ -289,67 +279,6 @@ def _meta_copy(model: nn.Module) -> nn.Module:
             f"cannot make a meta copy of this model ({type(exc).__name__}: {_first_line(str(exc))}); build it on "
             "meta instead: pass its class or factory as TARGET, or construct it under torch.device('meta')"
         ) from exc
-
-
-def fallback_max_bytes() -> int:
-    """The fallback cap: ``MODSCOPE_META_FALLBACK_MAX_BYTES`` when set (bytes, e.g. to test a refusal on a
-    small model), else ``FALLBACK_MAX_BYTES`` (1 GiB)."""
-    text = os.environ.get(FALLBACK_ENV, "").strip()
-    if not text:
-        return FALLBACK_MAX_BYTES
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise UsageError(f"{FALLBACK_ENV}={text!r}: expected a whole number of bytes, e.g. {FALLBACK_MAX_BYTES}")
-    return value
-
-
-def _fallback_for(result: PassResult, cap: int) -> tuple[Fallback | None, str | None]:
-    """(the fallback, None) to run the failing module on real CPU tensors, or (None, why not) when its weights
-    or inputs are over ``cap``."""
-    failure, module = result.failure, result.failing_module
-    weights = module_bytes(module)
-    inputs = sum(_meta_bytes(t) for t in _tensor_metas((failure.call.args, failure.call.kwargs)))
-    if weights > cap or inputs > cap:
-        what = f"weights are {human_bytes(weights)}" if weights > cap else f"inputs are {human_bytes(inputs)}"
-        return None, (
-            f"modscope did not retry it on real CPU tensors: its {what}, over the fallback cap of {human_bytes(cap)} "
-            f"({FALLBACK_ENV} sets it)"
-        )
-    action = (
-        f"ran it on CPU with random weights ({human_bytes(weights)}) and its inputs (their known values where "
-        "modscope has them, random of the recorded shapes otherwise); its outputs were turned back into meta tensors"
-    )
-    return Fallback(failure.module, failure.type, _reason(failure), action), None
-
-
-def _reason(failure) -> str:
-    return f"{failure.error}: {_first_line(failure.message)}"
-
-
-def _inside(name: str, island: str) -> bool:
-    """Is module ``name`` the module ``island`` or one of its submodules?"""
-    return island == "" or name == island or name.startswith(island + ".")
-
-
-def _tensor_metas(value):
-    if isinstance(value, TensorMeta):
-        yield value
-    elif isinstance(value, (tuple, list)):
-        for item in value:
-            yield from _tensor_metas(item)
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _tensor_metas(item)
-    elif isinstance(value, Record):
-        yield from _tensor_metas(value.fields)
-
-
-def _meta_bytes(meta: TensorMeta) -> int:
-    dtype = getattr(torch, meta.dtype, None)
-    return meta.numel * (dtype.itemsize if isinstance(dtype, torch.dtype) else 8)
 
 
 def _report(result: PassResult, *, memory=None, unused=None, notes=(), **fields) -> ForwardReport:

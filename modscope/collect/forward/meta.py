@@ -1,10 +1,11 @@
 """Running a model on the meta device: a data-free copy, and real tensors for the few modules that need data.
 
-Meta tensors have shapes and dtypes but no values, so a 70B model's forward costs no memory. Python code
-that looks at values (``while x.abs().sum() > 1``, ``.item()``, ``nonzero``) cannot run on them; such a
-module is *materialized*: its weights become small random CPU tensors, its inputs are replaced by random
-CPU tensors of the same shapes on the way in, and its outputs are turned back into meta tensors on the way
-out, so the rest of the model stays on meta.
+Meta tensors have shapes and dtypes but no values, so a 70B model's forward costs no memory. Checks on
+small tensors whose values are known (a mask's ``.all()``) are answered by ``meta_values``; Python code that
+looks at values derived from the weights (``while x.abs().sum() > 1``, ``y[y > 0]``) cannot run on meta: such
+a module is *materialized*: its weights become small random CPU tensors, its inputs real CPU tensors (their
+known values where there are twins, random of the same shapes otherwise) on the way in, and its outputs are
+turned back into meta tensors on the way out, so the rest of the model stays on meta.
 """
 from __future__ import annotations
 

@@ -82,3 +82,14 @@ class NumpyNoise(nn.Module):
 
     def forward(self, x):
         return x * float(np.random.rand())
+
+
+class SliceByLength(nn.Module):
+    """Slices by a length given as a 0-d tensor (a tensor inside a slice: ``x[:, :n]``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 3)
+
+    def forward(self, x, n):
+        return self.lin(x[:, :n].transpose(0, 1))

@@ -106,3 +106,9 @@ def test_a_pass_leaves_the_numpy_rng_alone():
     modscope.summary(mm.NumpyNoise(), inputs=x, device="meta")
     after = np.random.get_state()
     assert np.array_equal(after[1], state[1]) and after[2] == state[2]
+
+
+def test_a_tensor_inside_a_slice_is_answered_from_its_twin():
+    forward = modscope.summary(mm.SliceByLength(), inputs=(torch.randn(3, 8), torch.tensor(5)), device="meta").forward
+    assert [f.module for f in forward.fallbacks] == [""] and "answered" in forward.fallbacks[0].action
+    assert forward.module("lin").first.output == TensorMeta((5, 3), "float32")

@@ -67,7 +67,7 @@ class MetaValues(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         leaves, spec = pytree.tree_flatten((args, kwargs))
-        metas = [x for x in leaves if isinstance(x, torch.Tensor) and x.is_meta]
+        metas = [t for x in leaves for t in _tensors_in(x) if t.is_meta]
         watched = [(t, t._version) for t in metas if t in self.twins]
         try:
             out = func(*args, **kwargs)
@@ -100,6 +100,11 @@ class MetaValues(TorchFunctionMode):
                         return _FAILED
                     twin = _stand_in(x)
                 real.append(twin)
+            elif isinstance(x, slice):  # x[:, box[0]:box[2]]: pytree does not look inside slices
+                bounds = [self.twin(b) if isinstance(b, torch.Tensor) else b for b in (x.start, x.stop, x.step)]
+                if any(b is None for b, given in zip(bounds, (x.start, x.stop, x.step)) if given is not None):
+                    return _FAILED
+                real.append(slice(*bounds))
             else:
                 real.append(_cpu(x))
         args, kwargs = pytree.tree_unflatten(real, spec)
@@ -152,6 +157,14 @@ def _storage_id(t: torch.Tensor) -> int:
         return t.untyped_storage()._cdata
     except (RuntimeError, NotImplementedError):
         return id(t)
+
+
+def _tensors_in(x) -> list[torch.Tensor]:
+    if isinstance(x, torch.Tensor):
+        return [x]
+    if isinstance(x, slice):
+        return [b for b in (x.start, x.stop, x.step) if isinstance(b, torch.Tensor)]
+    return []
 
 
 def _has_meta(value) -> bool:

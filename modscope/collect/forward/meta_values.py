@@ -128,7 +128,6 @@ class MetaValues(TorchFunctionMode):
                 pairs.append((m, r))
         for m, r in pairs:
             self.twins[m] = r
-            self.stale.pop(_storage_id(m), None)
         return True
 
     def _as_meta(self, real):

@@ -74,7 +74,7 @@ def test_fallback_on_a_model_built_on_meta_copies_it_first():
 
 
 def test_fallback_refused_when_the_module_is_too_big(monkeypatch):
-    monkeypatch.setattr(modscope.api.forward, "FALLBACK_MAX_BYTES", 1024)
+    monkeypatch.setenv("MODSCOPE_META_FALLBACK_MAX_BYTES", "1024")
     with pytest.raises(ForwardError) as caught:
         modscope.summary(fm.DataDependentBig(), inputs=torch.randn(2, 64), device="meta")
     assert "meta" in str(caught.value) and caught.value.partial.forward.failure.module == ""

@@ -28,8 +28,9 @@ def test_values_respect_ranges_and_seed():
 
 
 def test_keyword_inputs_and_meta_device():
-    inputs = build_inputs(["1,8"], ["mask=1,8:bool"], device="meta")
-    assert inputs.args[0].is_meta and inputs.kwargs["mask"].dtype == torch.bool
+    inputs = build_inputs(["1,8"], ["mask=1,8:bool"], device="meta")  # small: real values, moved by the pass
+    assert not inputs.args[0].is_meta and inputs.kwargs["mask"].dtype == torch.bool
+    assert build_inputs(["1,4096,4096"], device="meta").args[0].is_meta
     assert build_inputs() is None
 
 

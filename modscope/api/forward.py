@@ -8,6 +8,7 @@ copy; modules that need real values fall back to small CPU tensors (see ``modsco
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -22,27 +23,21 @@ from modscope.collect.forward.memory import (
     reached_parameters,
     unused_parameters,
 )
-from modscope.collect.forward.meta import (
-    FALLBACK_MAX_BYTES,
-    is_meta_error,
-    materialize,
-    meta_copy,
-    module_bytes,
-    real_tensor_islands,
-)
+from modscope.collect.forward.meta import input_twins, materialize, meta_copy, real_tensor_islands, tensor_twins
+from modscope.collect.forward.meta_fallback import failure_reason, fallback_for, fallback_max_bytes, inside
+from modscope.collect.forward.meta_values import MetaValues
 from modscope.collect.forward.run import PassResult, run_pass
 from modscope.collect.graph_release import graph_nodes, release
-from modscope.collect.hooks import preserved_state
+from modscope.collect.hooks import preserved_rng, preserved_state
 from modscope.collect.recursion import recursion_note
 from modscope.collect.static.audit import device_matches
 from modscope.collect.static.hazards import plain_attributes
-from modscope.core.text import human_bytes
 from modscope.core.walk import deep_copy, move, visits
 from modscope.errors import ForwardError, UsageError
 from modscope.load.inputs import ModelInputs, as_model_inputs
 from modscope.render.structure_text import call_str
 from modscope.report import TensorInfo
-from modscope.report.forward import Fallback, ForwardReport, Record, TensorMeta
+from modscope.report.forward import Fallback, ForwardReport
 
 MAX_FALLBACKS = 16
 
@@ -90,7 +85,7 @@ def analyse_forward(
     notes: list[str] = []
     with contextlib.ExitStack() as stack:
         run_model, run_device = _placed(model, device, stack, notes)
-        runner = _Runner(run_model, inputs.to(run_device), on_meta=run_device == "meta")
+        runner = _Runner(run_model, inputs.to(run_device), on_meta=run_device == "meta", given=inputs)
         runner.lazy_shapes = {} if materialized is None else materialized
         if not runner.hookable:
             notes.append("TorchScript modules take no hooks: only the whole model's shapes, FLOPs and memory")
@@ -107,7 +102,7 @@ def analyse_forward(
                 "estimate use their shapes; the model itself is left uninitialized"
             )
         if result.error is not None:
-            raise ForwardError(_failure_message(result), partial=_report(result, notes=notes, **fields))
+            raise ForwardError(_failure_message(result, runner.refused), partial=_report(result, notes=notes, **fields))
         estimate, unused = None, None
         if memory:
             if saved is not None:
@@ -136,10 +131,15 @@ def analyse_forward(
 class _Runner:
     """Runs passes over one (possibly meta) model, keeping the modules that had to fall back to real tensors."""
 
-    def __init__(self, model: nn.Module, inputs: ModelInputs, *, on_meta: bool):
+    def __init__(self, model: nn.Module, inputs: ModelInputs, *, on_meta: bool, given: ModelInputs | None = None):
         self.on_meta = on_meta
         self.inputs = inputs
+        self.original = model
+        self.given = given  # the inputs as the caller gave them (on meta: their values become twins)
         self.fallbacks: list[tuple[str, nn.Module, Fallback]] = []
+        self.values: MetaValues | None = None  # real twins of small meta tensors, once a meta pass has failed
+        self.values_for: Fallback | None = None  # the failure that called for them
+        self.refused: str | None = None  # why the last failure was not retried on real tensors
         # On meta the pass runs on a data-free copy, which fallbacks may change; a model that already is all
         # meta is used as it is (copying 80 layers costs more than the pass) until a fallback needs a copy.
         self.owned = on_meta and not _all_meta(model)
@@ -148,11 +148,18 @@ class _Runner:
         self.lazy_shapes: dict | None = None  # filled by the recorded pass when the model has lazy tensors
 
     def fallback_notes(self) -> tuple[Fallback, ...]:
-        return tuple(f for _, _, f in self.fallbacks)
+        notes = tuple(f for _, _, f in self.fallbacks)
+        if self.values is None or not self.values.answered:
+            return notes
+        action = (
+            f"answered {self.values.answered} value read(s) on meta from real copies of the small tensors involved "
+            "(the inputs as given, small buffers, tensors made from no data); the module stayed on meta"
+        )
+        return (replace(self.values_for, action=action), *notes)
 
     def _extra(self, saved: SavedTensors | None, *, shapes: dict | None = None):
         islands = [(name, module) for name, module, _ in self.fallbacks]
-        if not islands and saved is None and shapes is None:
+        if not islands and saved is None and shapes is None and self.values is None:
             return None
 
         def enter(counter):
@@ -162,23 +169,46 @@ class _Runner:
             if saved is not None:
                 stack.enter_context(saved.hooks())
             if islands:
-                stack.enter_context(real_tensor_islands(self.model, islands, counter))
+                stack.enter_context(real_tensor_islands(self.model, islands, counter, self.values))
+            if self.values is not None:
+                stack.enter_context(self.values)
             return stack
 
         return enter
 
     def recorded(self, train_mode: bool, flops: bool, saved: SavedTensors | None, *, peak: bool) -> PassResult:
-        """The shapes/FLOPs pass; on meta, retried with real-tensor fallbacks for modules that need values.
-        ``peak``: also measure the largest module call (for the memory estimate)."""
+        """The shapes/FLOPs pass; on meta, retried with twins for small tensors, then with real-tensor fallbacks
+        for modules that need values. ``peak``: also measure the largest module call (for the memory estimate).
+
+        Any failure on meta is retried, whatever its message: it was a meta limitation when the failing module
+        then gets past it, a real error when it fails again on real tensors (the meta pass's failure is then
+        reported, with what the real run said)."""
+        trial = None  # (name, previous result): a module just materialized, not yet known to help
         while True:
             result = run_pass(
                 self.model, self.inputs, training=train_mode, grad=train_mode, flops=flops,
                 record=self.hookable, peak=peak, reuse_meta=self.on_meta,
                 extra=self._extra(saved, shapes=self.lazy_shapes if _has_lazy(self.model) else None),
             )
-            if not self._should_fall_back(result):
+            if trial is not None:
+                name, previous = trial
+                trial = None
+                if result.error is not None and inside(result.failure.module, name):
+                    self.fallbacks.pop()  # it fails on real tensors too: not a meta limitation
+                    self.refused = f"on real CPU tensors it failed too: {result.failure.error}: {_first_line(result.failure.message)}"
+                    return previous
+            if result.error is None or not self.on_meta:
                 return result
-            fallback = _fallback_for(result)
+            if self.values is None:
+                self.values = self._twins()
+                self.values_for = Fallback(result.failure.module, result.failure.type, failure_reason(result.failure), "")
+                continue
+            if any(inside(result.failure.module, n) for n, _, _ in self.fallbacks):
+                return result  # already on real tensors there
+            if len(self.fallbacks) >= MAX_FALLBACKS:
+                self.refused = f"modscope did not retry it on real tensors: {MAX_FALLBACKS} modules already fell back"
+                return result
+            fallback, self.refused = fallback_for(result, fallback_max_bytes())
             if fallback is None:
                 return result
             module = result.failing_module
@@ -187,17 +217,25 @@ class _Runner:
                 module = self.model.get_submodule(result.failure.module) if result.failure.module else self.model
                 if saved is not None:
                     saved.model = self.model
-            materialize(module)
+            with preserved_rng():  # random weights come from a fork of the global generators
+                materialize(module)
             self.fallbacks.append((result.failure.module, module, fallback))
+            trial = (result.failure.module, result)
 
-    def _should_fall_back(self, result: PassResult) -> bool:
-        return (
-            result.error is not None
-            and self.on_meta
-            and is_meta_error(result.error)
-            and len(self.fallbacks) < MAX_FALLBACKS
-            and not any(m is result.failing_module for _, m, _ in self.fallbacks)
-        )
+    def _twins(self) -> MetaValues:
+        """The known values of this run: the inputs as given, and the original model's small buffers."""
+        values = MetaValues()
+        pairs = []
+        if self.given is not None:
+            given, moved = (self.given.args, self.given.kwargs), (self.inputs.args, self.inputs.kwargs)
+            cap = fallback_max_bytes()
+            pairs += [(m, r) for m, r in input_twins(given, moved) if r.numel() * r.element_size() <= cap]
+        if self.owned and self.model is not self.original:
+            pairs += tensor_twins(self.original, self.model, values.max_bytes)
+        with torch.no_grad():
+            for meta, real in pairs:  # copies: what the pass does to a twin never reaches the caller's tensors
+                values.add(meta, real.detach().clone())
+        return values
 
     def measure_saved(self) -> tuple[SavedTensors | None, Any, str | None]:
         """(saved tensors, output, note) of a training-mode autograd pass, in eval mode if training mode fails."""
@@ -261,39 +299,6 @@ def _meta_copy(model: nn.Module) -> nn.Module:
         ) from exc
 
 
-def _fallback_for(result: PassResult) -> Fallback | None:
-    """Run the failing module on real CPU tensors, when its weights and inputs are small enough."""
-    failure, module = result.failure, result.failing_module
-    weights = module_bytes(module)
-    inputs = sum(_meta_bytes(t) for t in _tensor_metas((failure.call.args, failure.call.kwargs)))
-    if weights > FALLBACK_MAX_BYTES or inputs > FALLBACK_MAX_BYTES:
-        return None
-    reason = f"{failure.error}: {_first_line(failure.message)}"
-    action = (
-        f"ran it on CPU with random weights ({human_bytes(weights)}) and random inputs of the recorded shapes; "
-        "its outputs were turned back into meta tensors"
-    )
-    return Fallback(failure.module, failure.type, reason, action)
-
-
-def _tensor_metas(value):
-    if isinstance(value, TensorMeta):
-        yield value
-    elif isinstance(value, (tuple, list)):
-        for item in value:
-            yield from _tensor_metas(item)
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _tensor_metas(item)
-    elif isinstance(value, Record):
-        yield from _tensor_metas(value.fields)
-
-
-def _meta_bytes(meta: TensorMeta) -> int:
-    dtype = getattr(torch, meta.dtype, None)
-    return meta.numel * (dtype.itemsize if isinstance(dtype, torch.dtype) else 8)
-
-
 def _report(result: PassResult, *, memory=None, unused=None, notes=(), **fields) -> ForwardReport:
     return ForwardReport(
         inputs=result.inputs,
@@ -309,11 +314,13 @@ def _report(result: PassResult, *, memory=None, unused=None, notes=(), **fields)
     )
 
 
-def _failure_message(result: PassResult) -> str:
+def _failure_message(result: PassResult, refused: str | None = None) -> str:
     f = result.failure
     where = f"module {_short_name(f.module)!r} ({f.type})" if f.module else f"the root module ({f.type})"
     called = call_str(f.call.args, f.call.kwargs) or "no arguments"
     note = recursion_note(result.error, result.depth)
+    if refused:
+        note += f" ({refused})"
     return f"the forward pass failed in {where}, called with ({called}): {f.error}: {_first_line(f.message)}{note}"
 
 

@@ -2,7 +2,8 @@
 
 ``preserved_state`` snapshots everything an analysis could disturb (train/eval flags, requires_grad, .grad,
 device and dtype of every tensor, the values of parameters, buffers and tensors held as plain attributes, the
-modules' other attributes, the random number generators a forward pass draws from, the model's hook tables)
+modules' other attributes, the random number generators a forward pass draws from (torch's, numpy's and
+Python's), the model's hook tables)
 and puts it back on exit, even when the model's forward raises. ``module_hooks`` registers per-module hooks
 inside it and removes them on exit.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import random
 import sys
 import warnings
 from dataclasses import dataclass
@@ -78,7 +80,7 @@ def preserved_state(
     Other tensors (meta, lazy, subclasses such as DTensor) are not copied: a change to one is reported with a
     ``StateNotRestoredWarning``. Attributes a forward set (``self.last = x``, spectral_norm's ``weight``) are
     put back as they were. The CPU generator and the CUDA generators of the devices the model's tensors are on
-    are restored, plus those of ``rng_devices`` (for an analysis that moves the model to a GPU), so dropout in
+    are restored (with numpy's and Python's global generators: ``preserved_rng``), plus those of ``rng_devices`` (for an analysis that moves the model to a GPU), so dropout in
     an analysed forward pass does not shift the user's random stream. ``modules``: every module of ``model``
     once, when the caller has already walked it.
 
@@ -113,7 +115,7 @@ def preserved_state(
     cuda = {torch.device(d) for d in rng_devices} | {s.device for s in tensors.values()}
     cuda_indices = sorted({d.index or 0 for d in cuda if d.type == "cuda"})
     try:
-        with torch.random.fork_rng(devices=cuda_indices):
+        with preserved_rng(cuda_indices):
             yield model
     finally:
         if token is not None:
@@ -140,6 +142,23 @@ def preserved_state(
                 StateNotRestoredWarning,
                 stacklevel=3,
             )
+
+
+@contextlib.contextmanager
+def preserved_rng(cuda_indices: list[int] = ()) -> Iterator[None]:
+    """Put back the global random generators a model or modscope may draw from: torch's CPU generator and the
+    CUDA generators of ``cuda_indices``, numpy's global ``RandomState`` (when numpy is loaded: SpecAugment in
+    wav2vec2 draws from it) and Python's ``random``."""
+    numpy = sys.modules.get("numpy")
+    numpy_state = numpy.random.get_state() if numpy is not None else None
+    python_state = random.getstate()
+    try:
+        with torch.random.fork_rng(devices=list(cuda_indices)):
+            yield
+    finally:
+        random.setstate(python_state)
+        if numpy_state is not None:
+            numpy.random.set_state(numpy_state)
 
 
 def _attributes_of(m: nn.Module) -> _Attributes | None:

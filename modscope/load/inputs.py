@@ -19,6 +19,8 @@ from modscope.errors import UsageError, label_user_exit, what_user_code_did
 
 _SPEC = re.compile(r"^\s*(?P<shape>[-+0-9,\s]*?)\s*(?::\s*(?P<dtype>[a-z0-9_.]+)\s*(?P<range>\[[^\]]*\)|\[[^\]]*\])?)?\s*$")
 _SEED = 0
+#: on --device meta, specs up to this size are drawn on CPU (real values), bigger ones made on meta
+META_REAL_MAX_BYTES = 16 << 20
 
 
 def parse_dtype(text: str) -> torch.dtype:
@@ -188,22 +190,31 @@ def build_inputs(
 
     ``positional``: specs for positional inputs; ``keyword``: ``name=SPEC``; ``factory``:
     ``file.py:make_inputs``, a callable returning a tensor, tuple or dict (tensors are moved to ``device``).
+    For ``device="meta"`` the factory's tensors and specs of at most ``META_REAL_MAX_BYTES`` stay real on CPU:
+    the meta pass moves them and keeps their values for checks the model makes on them (a mask's ``.all()``).
     """
     positional, keyword = list(positional), list(keyword)
     if factory and (positional or keyword):
         raise UsageError("--inputs replaces --input/--kwarg: give one or the other")
-    if factory:
-        return as_model_inputs(_call_factory(factory)).to(device)
+    meta = torch.device(device).type == "meta"
+    if factory:  # on meta the values stay real: the meta pass moves them and keeps them for value reads
+        given = as_model_inputs(_call_factory(factory))
+        return given if meta else given.to(device)
     if not positional and not keyword:
         return None
     generator = torch.Generator().manual_seed(_SEED)
-    args = tuple(parse_tensor_spec(spec).make(device, generator) for spec in positional)
+
+    def make(spec: TensorSpec) -> torch.Tensor:
+        small = math.prod(spec.shape) * spec.dtype.itemsize <= META_REAL_MAX_BYTES
+        return spec.make("cpu" if meta and small else device, generator)
+
+    args = tuple(make(parse_tensor_spec(spec)) for spec in positional)
     kwargs = {}
     for item in keyword:
         name, eq, spec = item.partition("=")
         if not eq or not name.strip().isidentifier():
             raise UsageError(f"--kwarg {item!r}: expected name=SHAPE[:DTYPE]")
-        kwargs[name.strip()] = parse_tensor_spec(spec).make(device, generator)
+        kwargs[name.strip()] = make(parse_tensor_spec(spec))
     return ModelInputs(args, kwargs)
 
 

@@ -1,28 +1,31 @@
 """Running a model on the meta device: a data-free copy, and real tensors for the few modules that need data.
 
-Meta tensors have shapes and dtypes but no values, so a 70B model's forward costs no memory. Python code
-that looks at values (``while x.abs().sum() > 1``, ``.item()``, ``nonzero``) cannot run on them; such a
-module is *materialized*: its weights become small random CPU tensors, its inputs are replaced by random
-CPU tensors of the same shapes on the way in, and its outputs are turned back into meta tensors on the way
-out, so the rest of the model stays on meta.
+Meta tensors have shapes and dtypes but no values, so a 70B model's forward costs no memory. Checks on
+small tensors whose values are known (a mask's ``.all()``) are answered by ``meta_values``; Python code that
+looks at values derived from the weights (``while x.abs().sum() > 1``, ``y[y > 0]``) cannot run on meta: such
+a module is *materialized*: its weights become small random CPU tensors, its inputs real CPU tensors (their
+known values where there are twins, random of the same shapes otherwise) on the way in, and its outputs are
+turned back into meta tensors on the way out, so the rest of the model stays on meta.
 """
 from __future__ import annotations
 
 import contextlib
-import re
 from typing import Iterator
 
 import torch
 import torch.nn as nn
 from torch.nn.parameter import is_lazy
 
-from modscope.collect.forward.structure import map_tensors
+from modscope.collect.forward.meta_values import MetaValues
+from modscope.collect.forward.structure import iter_tensors, map_tensors
 from modscope.collect.hooks import module_hooks
 from modscope.collect.static.hazards import plain_attributes
 from modscope.core.walk import deep_copy, fresh_lazy, to_empty, visits
 
 #: a module is run on real CPU tensors only when its weights and its inputs are each at most this big
 FALLBACK_MAX_BYTES = 1 << 30
+#: the environment variable that overrides FALLBACK_MAX_BYTES (bytes)
+FALLBACK_ENV = "MODSCOPE_META_FALLBACK_MAX_BYTES"
 
 
 def meta_copy(model: nn.Module) -> nn.Module:
@@ -51,14 +54,6 @@ def _to_meta(t: torch.Tensor) -> torch.Tensor:
     if isinstance(t, nn.Parameter):
         return nn.Parameter(meta, requires_grad=t.requires_grad)
     return meta
-
-
-_META_ERROR = re.compile(r"\bmeta\b|data[- ]dependent", re.IGNORECASE)
-
-
-def is_meta_error(error: BaseException) -> bool:
-    """Did this fail because the tensors were meta (no data, no kernel), rather than because of a bug?"""
-    return bool(_META_ERROR.search(str(error)))
 
 
 def module_bytes(module: nn.Module) -> int:
@@ -121,45 +116,90 @@ def _fill(t: torch.Tensor, *, normal: bool) -> None:
         t.zero_()
 
 
-def real_inputs(value, device: str = "cpu"):
-    """``value`` with every meta tensor replaced by a random real tensor of the same shape and dtype."""
+def real_inputs(value, device: str = "cpu", values: MetaValues | None = None):
+    """``value`` with every meta tensor replaced by a real one of the same shape and dtype: a copy of its twin
+    (its known values, e.g. the inputs as given) where ``values`` has one, else random."""
 
     def convert(t: torch.Tensor) -> torch.Tensor:
         if not t.is_meta:
             return t
-        real = torch.empty(t.shape, dtype=t.dtype, device=device)
-        with torch.no_grad():
-            if real.is_floating_point() or real.is_complex():
-                real.normal_()
-            else:
-                real.zero_()
-        return real.requires_grad_(t.requires_grad and real.is_floating_point())
+        twin = values.twin(t) if values is not None else None
+        if twin is not None:
+            real = twin.to(device, copy=True)
+        else:
+            real = torch.empty(t.shape, dtype=t.dtype, device=device)
+            with torch.no_grad():
+                if real.is_floating_point() or real.is_complex():
+                    real.normal_()
+                else:
+                    real.zero_()
+        return real.requires_grad_(t.requires_grad and (real.is_floating_point() or real.is_complex()))
 
     return map_tensors(value, convert)
 
 
-def meta_outputs(value):
-    """``value`` with every real tensor replaced by a meta tensor of the same shape, dtype and strides."""
-    return map_tensors(value, lambda t: t if t.is_meta else torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta"))
+def meta_outputs(value, values: MetaValues | None = None):
+    """``value`` with every real tensor replaced by a meta tensor of the same shape, dtype and strides (which
+    keeps the real one as its twin when ``values`` is given and it is small)."""
+
+    def convert(t: torch.Tensor) -> torch.Tensor:
+        if t.is_meta:
+            return t
+        meta = torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta")
+        if values is not None and t.numel() * t.element_size() <= values.max_bytes:
+            values.add(meta, t.detach())
+        return meta
+
+    return map_tensors(value, convert)
+
+
+def input_twins(given, moved) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(meta tensor, the real tensor it was moved from) for each input ``moved`` to meta from ``given``."""
+    pairs = zip(iter_tensors(given, limit=None), iter_tensors(moved, limit=None))
+    return [(m, g) for g, m in pairs if m.is_meta and not g.is_meta and m.shape == g.shape and m.dtype == g.dtype]
+
+
+def tensor_twins(original: nn.Module, copy: nn.Module, max_bytes: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(meta tensor of ``copy``, real tensor of ``original``) for the buffers and plain tensor attributes of at
+    most ``max_bytes`` (parameters are the weights: never)."""
+    pairs = []
+    for a, b in zip(visits(original), visits(copy)):
+        if not a.first or type(a.module) is not type(b.module):
+            continue
+        found = [(b.module._buffers.get(k), t) for k, t in a.module._buffers.items()]
+        mine = dict(plain_attributes(b.module))
+        found += [(mine.get(k), t) for k, t in plain_attributes(a.module)]
+        for meta, real in found:
+            if isinstance(meta, torch.Tensor) and meta.is_meta and _real_small(real, max_bytes):
+                pairs.append((meta, real))
+    return pairs
+
+
+def _real_small(t, max_bytes: int) -> bool:
+    real = isinstance(t, torch.Tensor) and not isinstance(t, nn.Parameter) and not t.is_meta
+    return real and t.numel() * t.element_size() <= max_bytes
 
 
 @contextlib.contextmanager
-def real_tensor_islands(model: nn.Module, modules: list[tuple[str, nn.Module]], counter=None) -> Iterator[None]:
+def real_tensor_islands(
+    model: nn.Module, modules: list[tuple[str, nn.Module]], counter=None, values: MetaValues | None = None
+) -> Iterator[None]:
     """While active, the materialized ``modules`` get real inputs and hand meta outputs back to their callers.
 
-    ``counter`` (a FlopCounter) is told that the stand-in tensors are made by modscope, not by the model.
+    ``counter`` (a FlopCounter) is told that the stand-in tensors are made by modscope, not by the model;
+    ``values``: the run's known values, used for the inputs and kept for the outputs.
     """
     quiet = counter.unlisted if counter is not None else contextlib.nullcontext
 
     def pre(name, module, args, kwargs):
         with quiet():
-            return real_inputs(args), real_inputs(kwargs)
+            return real_inputs(args, values=values), real_inputs(kwargs, values=values)
 
     def post(name, module, args, kwargs, output, error):
         if error is not None:
             return None
         with quiet():
-            return meta_outputs(output)
+            return meta_outputs(output, values)
 
     with module_hooks(model, pre=pre, post=post, modules=modules, replaces=True):
         yield

@@ -6,6 +6,7 @@ already-open ``Checkpoint`` objects.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from typing import Callable
 
 import torch.nn as nn
@@ -69,15 +70,20 @@ def check(
     if isinstance(model, str):
         target, model = model, _build_for_check(model, trust, kwargs)
     with _opened(weights, key, trust) as ckpt:
-        return check_compat(model, ckpt, target=target)
+        from modscope.load.hub_keys import adapt
+
+        view, ties, notes = adapt(model, ckpt)  # Hugging Face conventions; nothing for other models
+        report = check_compat(model, view, target=target, tied=ties)
+    return dataclasses.replace(report, notes=notes + report.notes) if notes else report
 
 
 def _build_for_check(target: str, trust: bool, kwargs: dict | None) -> nn.Module:
     """Shapes and dtypes are all a dry run needs: build on the meta device (no memory), else normally."""
     from modscope.errors import LoadError
+    from modscope.load.hub import is_hub_target
     from modscope.load.target import is_object_spec, load_model
 
-    if is_object_spec(target):
+    if is_object_spec(target) or is_hub_target(target):
         try:
             return load_model(target, kwargs=kwargs, trust=trust, device="meta")
         except LoadError:

@@ -71,8 +71,10 @@ def diff(
 def check(
     target: Target,
     weights: Annotated[
-        str, typer.Option("--weights", metavar="CKPT", help="The checkpoint to check against TARGET.", show_default=False)
-    ],
+        Optional[str],
+        typer.Option("--weights", metavar="CKPT", help="The checkpoint to check against TARGET (default for a Hugging "
+                     "Face folder: its own weights).", show_default=False),
+    ] = None,
     key: KeyOpt = None,
     arg: ArgOpt = None,
     args_json: ArgsJsonOpt = None,
@@ -84,10 +86,14 @@ def check(
     """Would CKPT load into TARGET with load_state_dict(strict=True)? A dry run; exit 0 when it would, else 1."""
     with reporting_errors(debug, clean_stdout=json):
         import modscope
+        from modscope.cli.common import default_weights
         from modscope.load.target import parse_constructor_args
         from modscope.render.checkpoint import compat_view
 
         kwargs = parse_constructor_args(arg or (), args_json)
+        weights = weights or default_weights(target)
+        if weights is None:
+            raise UsageError("check needs the checkpoint to check: give --weights CKPT")
         report = modscope.check(target, weights, key=key, trust=trust, kwargs=kwargs)
         emit(report, as_json=json, view=compat_view(report, limit=None if all_ else 20))
     if not report.ok:
@@ -95,10 +101,12 @@ def check(
 
 
 def is_checkpoint_target(target: str, weights: str | None = None) -> bool:
-    """Whether a summary/tree TARGET is a checkpoint (file or folder) rather than a model."""
+    """Whether a summary/tree TARGET is a checkpoint (file or folder) rather than a model (a Hugging Face
+    folder is a model: its architecture, with its weights checked against it)."""
     from modscope.checkpoint import is_checkpoint_path
+    from modscope.load.hub import is_hub_target
 
-    if not is_checkpoint_path(target):
+    if is_hub_target(target) or not is_checkpoint_path(target):
         return False
     if weights is not None:
         raise UsageError(f"--weights loads a checkpoint into a model, but {target} is itself a checkpoint")

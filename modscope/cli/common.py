@@ -16,7 +16,8 @@ Target = Annotated[
     str,
     typer.Argument(
         metavar="TARGET",
-        help="file.py:Name, package.module:Name (class, factory or instance), or a saved TorchScript/pickled model.",
+        help="file.py:Name, package.module:Name (class, factory or instance), a saved TorchScript/pickled model, "
+        "a Hugging Face folder or config.json, hf:ORG/NAME[@REV] (local cache) or timm:NAME.",
         show_default=False,
     ),
 ]
@@ -32,7 +33,8 @@ InputOpt = Annotated[
     Optional[list[str]],
     typer.Option(
         "--input",
-        help="Positional input SHAPE[:DTYPE], e.g. 1,3,224,224 or 1,128:int64[0,32000); repeatable.",
+        help="Positional input SHAPE[:DTYPE], e.g. 1,3,224,224 or 1,128:int64[0,32000); repeatable. "
+        "'auto': the input a Hugging Face/timm model's config describes.",
         show_default=False,
     ),
 ]
@@ -44,12 +46,23 @@ InputsFnOpt = Annotated[
     Optional[str],
     typer.Option("--inputs", help="file.py:make_inputs returning a tensor, tuple or dict.", show_default=False),
 ]
+BatchOpt = Annotated[
+    Optional[int],
+    typer.Option("--batch", min=1, help="Batch size of the derived input of a Hugging Face/timm model (default 1).",
+                 show_default=False),
+]
+SeqLenOpt = Annotated[
+    Optional[int],
+    typer.Option("--seq-len", min=1, help="Sequence length of the derived input (default 128, at most the model's "
+                 "positions; audio samples for raw-audio models).", show_default=False),
+]
 WeightsOpt = Annotated[
     Optional[str],
     typer.Option(
         "--weights",
         metavar="CKPT",
-        help="Load this checkpoint into the model first (strict); any format modscope reads.",
+        help="Load this checkpoint into the model first (strict); any format modscope reads. A Hugging Face "
+        "folder's own weights are the default where values are needed.",
         show_default=False,
     ),
 ]
@@ -151,17 +164,82 @@ def load_target(
     *,
     weights: str | None = None,
     key: str | None = None,
+    values: bool = True,
 ):
-    """The model TARGET names, with the checkpoint ``weights`` (``key`` inside it) loaded into it when given."""
+    """The model TARGET names, with the checkpoint ``weights`` (``key`` inside it) loaded into it when given.
+
+    Hugging Face and timm targets are built on meta when the command needs no values (``values=False``) and
+    no weights are given; when it does, a Hugging Face folder's own weights are loaded unless ``weights`` is given.
+    """
+    from modscope.load.hub import hub_kind
     from modscope.load.target import load_model, parse_constructor_args
 
     kwargs = parse_constructor_args(args or (), args_json)
+    kind = hub_kind(target)
+    if kind is not None and device is None and not values and weights is None:
+        device = "meta"
     model = load_model(target, kwargs=kwargs, trust=trust, device=device)
+    if kind == "hf" and weights is None and values:
+        weights = default_weights(target)
     if weights is not None:
-        from modscope.checkpoint.weights import load_weights
+        from modscope.load.hub_keys import is_transformers_model, load_hub_weights
 
-        load_weights(model, weights, key=key, trust=trust)
+        if is_transformers_model(model):
+            load_hub_weights(model, weights, key=key, trust=trust)
+        else:
+            from modscope.checkpoint.weights import load_weights
+
+            load_weights(model, weights, key=key, trust=trust)
     return model
+
+
+def default_weights(target: str) -> str | None:
+    """The weights file a Hugging Face folder (or ``hf:`` snapshot) holds; None for any other TARGET."""
+    from modscope.load.hub import hub_kind, source
+
+    return source(target).weights() if hub_kind(target) == "hf" else None
+
+
+AUTO_INPUT = "auto"
+
+
+def given_inputs(input, kwarg, inputs_fn, *, batch=None, seq_len=None, device="cpu"):
+    """(ModelInputs from --input/--kwarg/--inputs or None, whether the derived input is asked for).
+
+    ``--input auto``, ``--batch`` or ``--seq-len`` ask for the input the model's config describes.
+    """
+    from modscope.errors import UsageError
+    from modscope.load.inputs import build_inputs
+
+    specs = list(input or ())
+    sized = batch is not None or seq_len is not None
+    if AUTO_INPUT in specs:
+        if len(specs) > 1 or kwarg or inputs_fn:
+            raise UsageError("--input auto stands alone: it replaces every --input, --kwarg and --inputs")
+        return None, True
+    given = build_inputs(specs, kwarg or (), inputs_fn, device=device)
+    if given is not None and sized:
+        raise UsageError("--batch/--seq-len size the derived input (--input auto); drop them or the explicit inputs")
+    return given, sized
+
+
+def derived_inputs(model, *, batch=None, seq_len=None, device="cpu", needed_by: str | None = None):
+    """The input ``model``'s config describes (Hugging Face, timm), or a one-line error saying what to give."""
+    from modscope.errors import UsageError
+    from modscope.load.hub_inputs import default_inputs
+
+    derived = default_inputs(model, batch=batch, seq_len=seq_len, device=device)
+    if derived is not None:
+        return derived
+    if needed_by:
+        raise UsageError(
+            f"{needed_by} runs the model: give its input with --input SHAPE[:DTYPE] (e.g. --input 1,3,224,224), "
+            "--kwarg name=SHAPE or --inputs file.py:make_inputs"
+        )
+    raise UsageError(
+        f"--input auto needs a model whose config says what it eats (Hugging Face or timm); {type(model).__name__} "
+        "does not: give --input SHAPE[:DTYPE], --kwarg or --inputs"
+    )
 
 
 def emit(report, *, as_json: bool, view=None) -> None:

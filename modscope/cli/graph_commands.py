@@ -70,16 +70,18 @@ def graph(
     """Module hierarchy as nested boxes; with --input, the dataflow of one forward pass (shapes on edges)."""
     with reporting_errors(debug, clean_stdout=json or output is None):
         import modscope
+        from modscope.cli.common import derived_inputs, given_inputs
         from modscope.cli.stdout import real_stdout
-        from modscope.load.inputs import build_inputs
         from modscope.render.graph import render_bytes, resolve_format
         from modscope.render.output import check_output_path, write_output
 
         fmt = resolve_format(output, format.value if format else None)  # bad formats fail before loading
         if output is not None and not json:
             check_output_path(output, "-o")  # so does a missing folder
-        model = load_target(target, arg, args_json, trust)
-        model_inputs = build_inputs(input or (), kwarg or (), inputs)
+        model_inputs, auto = given_inputs(input, kwarg, inputs)
+        model = load_target(target, arg, args_json, trust, values=model_inputs is not None or auto)
+        if auto:  # --input auto: what a Hugging Face/timm config describes
+            model_inputs = derived_inputs(model)
         result = modscope.graph(
             model, model_inputs, depth=depth, collapse=not expand, color=color.value, rankdir=rankdir.value,
             target=target,

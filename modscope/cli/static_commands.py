@@ -11,6 +11,7 @@ from modscope.cli.app import app
 from modscope.cli.common import (
     ArgOpt,
     ArgsJsonOpt,
+    BatchOpt,
     DebugOpt,
     DeviceOpt,
     InputOpt,
@@ -18,6 +19,7 @@ from modscope.cli.common import (
     JsonOpt,
     KeyOpt,
     KwargOpt,
+    SeqLenOpt,
     Target,
     TrainModeOpt,
     TrustOpt,
@@ -47,6 +49,8 @@ def summary(
     input: InputOpt = None,
     kwarg: KwargOpt = None,
     inputs: InputsFnOpt = None,
+    batch: BatchOpt = None,
+    seq_len: SeqLenOpt = None,
     device: DeviceOpt = None,
     train_mode: TrainModeOpt = False,
     no_flops: Annotated[bool, typer.Option("--no-flops", help="Do not count FLOPs (a faster pass).")] = False,
@@ -84,16 +88,20 @@ def summary(
             return
     with reporting_errors(debug, clean_stdout=json), session(distributed, backend, dist_timeout) as job:
         from modscope.api.forward import check_device
+        from modscope.cli.common import derived_inputs, given_inputs
         from modscope.errors import ForwardError, UsageError
-        from modscope.load.inputs import build_inputs
 
         device = check_device(device)
+        model_inputs, auto = given_inputs(input, kwarg, inputs, batch=batch, seq_len=seq_len, device=device or "cpu")
+        values = (model_inputs is not None or auto) and device != "meta"
         model = job.build(
             lambda: load_target(
-                target, arg, args_json, trust, device=device if device != "cpu" else None, weights=weights, key=key
+                target, arg, args_json, trust, device=device if device != "cpu" else None, weights=weights, key=key,
+                values=values,
             )
         )
-        model_inputs = build_inputs(input or (), kwarg or (), inputs, device=device or "cpu")
+        if auto:
+            model_inputs = derived_inputs(model, batch=batch, seq_len=seq_len, device=device or "cpu")
         if model_inputs is None and train_mode:
             raise UsageError("--train-mode needs a forward pass: give --input, --kwarg or --inputs")
         if model_inputs is not None and job.active:
@@ -112,17 +120,31 @@ def summary(
                 _emit_summary(job, exc.partial, **options)
             raise
         if report is not None:  # None on the ranks that do not print
-            _emit_summary(job, report, **options)
+            fit = _weights_fit(model, target) if weights is None and not values else None
+            _emit_summary(job, report, fit=fit, **options)
 
 
-def _emit_summary(job, report, *, depth, expand, tensors, json) -> None:
+def _weights_fit(model, target: str):
+    """For a Hugging Face folder holding weights: would they load (the ``check`` dry run, headers only)?"""
+    import modscope
+    from modscope.cli.common import default_weights
+
+    found = default_weights(target)
+    return None if found is None else modscope.check(model, found, target=target)
+
+
+def _emit_summary(job, report, *, depth, expand, tensors, json, fit=None) -> None:
     from rich.console import Group
 
+    from modscope.render.checkpoint import compat_view
     from modscope.render.console import DEFAULT_DEPTH, summary_view, tensor_table
 
     view = summary_view(report, depth=DEFAULT_DEPTH if depth is None else depth, collapse=not expand)
     if tensors:
         view = Group(view, tensor_table(report))
+    if fit is not None:  # a Hugging Face folder's weights, checked against the architecture
+        view = Group(view, compat_view(fit))
+        report = report.to_dict() | {"weights": fit.to_dict()}
     job.emit(report, as_json=json, view=view)
 
 
@@ -153,7 +175,7 @@ def tree(
         import modscope
         from modscope.render.console import tree_view
 
-        model = job.build(lambda: load_target(target, arg, args_json, trust))
+        model = job.build(lambda: load_target(target, arg, args_json, trust, values=False))
         report = job.on_main(lambda: modscope.summary(model, target=target))
         if report is None:
             return
@@ -189,7 +211,7 @@ def shared(
         import modscope
         from modscope.render.summary_tables import shared_view
 
-        model = job.build(lambda: load_target(target, arg, args_json, trust))
+        model = job.build(lambda: load_target(target, arg, args_json, trust, values=False))
         report = job.on_main(lambda: modscope.summary(model, target=target))
         if report is None:
             return

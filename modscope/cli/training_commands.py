@@ -12,12 +12,14 @@ from modscope.cli.app import app
 from modscope.cli.common import (
     ArgOpt,
     ArgsJsonOpt,
+    BatchOpt,
     DebugOpt,
     InputOpt,
     InputsFnOpt,
     JsonOpt,
     KeyOpt,
     KwargOpt,
+    SeqLenOpt,
     Target,
     TrustOpt,
     WeightsOpt,
@@ -46,16 +48,17 @@ LossTargetOpt = Annotated[
 ]
 
 
-def _model_and_inputs(target, arg, args_json, trust, weights, key, input, kwarg, inputs_fn, command: str):
-    from modscope.load.inputs import build_inputs
+def _model_and_inputs(
+    target, arg, args_json, trust, weights, key, input, kwarg, inputs_fn, command: str, batch=None, seq_len=None
+):
+    """The model (with weights) and its inputs: the given ones, else what a Hugging Face/timm config describes."""
+    from modscope.cli.common import derived_inputs, given_inputs
 
-    model_inputs = build_inputs(input or (), kwarg or (), inputs_fn)
+    model_inputs, _ = given_inputs(input, kwarg, inputs_fn, batch=batch, seq_len=seq_len)
+    model = load_target(target, arg, args_json, trust, weights=weights, key=key)
     if model_inputs is None:
-        raise UsageError(
-            f"{command} runs the model: give its input with --input SHAPE[:DTYPE] (e.g. --input 1,3,224,224), "
-            "--kwarg name=SHAPE or --inputs file.py:make_inputs"
-        )
-    return load_target(target, arg, args_json, trust, weights=weights, key=key), model_inputs
+        model_inputs = derived_inputs(model, batch=batch, seq_len=seq_len, needed_by=command)
+    return model, model_inputs
 
 
 def _loss_target(spec: str | None, loss: Loss):
@@ -79,6 +82,8 @@ def grads(
     input: InputOpt = None,
     kwarg: KwargOpt = None,
     inputs: InputsFnOpt = None,
+    batch: BatchOpt = None,
+    seq_len: SeqLenOpt = None,
     loss: LossOpt = Loss.MEAN,
     loss_target: LossTargetOpt = None,
     vanishing: Annotated[float, typer.Option("--vanishing", help="A gradient norm below this is vanishing.")] = 1e-8,
@@ -108,7 +113,7 @@ def grads(
 
             check_output_path(plot, "--plot")  # a missing folder fails before the model is built
         model, model_inputs = _model_and_inputs(
-            target, arg, args_json, trust, weights, key, input, kwarg, inputs, "grads"
+            target, arg, args_json, trust, weights, key, input, kwarg, inputs, "grads", batch, seq_len
         )
         report = modscope.grads(
             model, model_inputs, loss=loss.value, target=_loss_target(loss_target, loss),
@@ -134,6 +139,8 @@ def nan(
     input: InputOpt = None,
     kwarg: KwargOpt = None,
     inputs: InputsFnOpt = None,
+    batch: BatchOpt = None,
+    seq_len: SeqLenOpt = None,
     loss: LossOpt = Loss.MEAN,
     loss_target: LossTargetOpt = None,
     backward: Annotated[bool, typer.Option("--backward/--no-backward", help="Also trace gradients.")] = True,
@@ -149,7 +156,7 @@ def nan(
         import modscope
 
         model, model_inputs = _model_and_inputs(
-            target, arg, args_json, trust, weights, key, input, kwarg, inputs, "nan"
+            target, arg, args_json, trust, weights, key, input, kwarg, inputs, "nan", batch, seq_len
         )
         report = modscope.find_nonfinite(
             model, model_inputs, loss=loss.value, target=_loss_target(loss_target, loss), backward=backward,
@@ -176,6 +183,8 @@ def time(
     input: InputOpt = None,
     kwarg: KwargOpt = None,
     inputs: InputsFnOpt = None,
+    batch: BatchOpt = None,
+    seq_len: SeqLenOpt = None,
     device: Annotated[Device, typer.Option("--device", help="Where to run: cpu, or cuda (the current GPU).")] = Device.CPU,
     backward: Annotated[bool, typer.Option("--backward", help="Also time each module's backward.")] = False,
     loss: LossOpt = Loss.MEAN,
@@ -195,7 +204,7 @@ def time(
         from modscope.render.timing import timing_view
 
         model, model_inputs = _model_and_inputs(
-            target, arg, args_json, trust, weights, key, input, kwarg, inputs, "time"
+            target, arg, args_json, trust, weights, key, input, kwarg, inputs, "time", batch, seq_len
         )
         report = modscope.time_layers(
             model, model_inputs, device=device.value, backward=backward, warmup=warmup, repeat=repeat,

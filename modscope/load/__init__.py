@@ -1,5 +1,7 @@
 """Turning what a user typed into objects: ``target`` resolves TARGET (``file.py:Net``, ``pkg.mod:factory``,
 a saved model, a TorchScript archive with ``--trust``) into an ``nn.Module``, and ``inputs`` turns input specs
-(``1,3,224,224:float16``) and Python values into ``ModelInputs``. Checkpoint files are read by
-``modscope.checkpoint``. Nothing here runs a model or changes one.
+(``1,3,224,224:float16``) and Python values into ``ModelInputs``. Hugging Face folders and ``hf:`` specs are
+built by ``hub`` (the cache: ``hf_cache``; keys and ties: ``hub_keys``), ``timm:NAME`` by ``timm_target``, and
+``hub_inputs`` derives their inputs from the config. Checkpoint files are read by ``modscope.checkpoint``.
+Nothing here runs a model or changes one.
 """

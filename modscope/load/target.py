@@ -2,7 +2,8 @@
 
 Forms: ``path/to/file.py:Name``, ``package.module:Name`` (Name may be dotted: ``file.py:Outer.build``), a
 TorchScript archive or a whole pickled module (both only with ``trust=True``: loading them runs code).
-Name may be an nn.Module subclass, a factory returning a module, or a module instance.
+Name may be an nn.Module subclass, a factory returning a module, or a module instance. Hugging Face folders,
+``config.json`` paths and ``hf:ORG/NAME`` are built by load/hub.py, ``timm:NAME`` by load/timm_target.py.
 """
 from __future__ import annotations
 
@@ -43,8 +44,18 @@ def load_model(
 
     >>> load_model("examples/lenet.py:LeNet")
     >>> load_model("torchvision.models:resnet18", kwargs={"num_classes": 10})
+    >>> load_model("hf:openai-community/gpt2", device="meta")
     """
     kwargs = dict(kwargs or {})
+    kind = _hub_kind(target)
+    if kind == "timm":
+        from modscope.load.timm_target import load_timm
+
+        return load_timm(target, kwargs=kwargs, device=device)
+    if kind == "hf":
+        from modscope.load.hub import load_hub
+
+        return load_hub(target, kwargs=kwargs, trust=trust, device=device)
     if is_object_spec(target):
         return _instantiate(resolve_object(target), target, kwargs, device)
     path = Path(target)
@@ -56,6 +67,12 @@ def load_model(
         f"cannot understand target {target!r}: expected path/to/file.py:Name, package.module:Name, "
         "or an existing TorchScript/pickled model file"
     )
+
+
+def _hub_kind(target: str) -> str | None:
+    from modscope.load.hub import hub_kind
+
+    return hub_kind(target)
 
 
 def is_object_spec(target: str) -> bool:

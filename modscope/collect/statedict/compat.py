@@ -21,8 +21,11 @@ from modscope.report.checkpoint import CompatReport, DtypeCast, PrefixFix, Shape
 _EXTRA = "_extra_state"
 
 
-def check_compat(model: nn.Module, ckpt, *, target: str | None = None) -> CompatReport:
+def check_compat(model: nn.Module, ckpt, *, target: str | None = None, tied: dict[str, str] | None = None) -> CompatReport:
     """What ``model.load_state_dict(ckpt, strict=True)`` would report, and what it would silently do.
+
+    ``tied`` (target -> source) names keys the loader fills from another key (Hugging Face's tied weights):
+    such a key is not missing when its source is in the checkpoint.
 
     >>> with open_checkpoint("ddp.pt") as ckpt:
     ...     check_compat(model, ckpt).suggestion      # PrefixFix(strip='module.', add='', ...)
@@ -43,7 +46,8 @@ def check_compat(model: nn.Module, ckpt, *, target: str | None = None) -> Compat
             extra_state.add(join(visit.name, _EXTRA))
 
     fillable = {k for k in expected if _filled_by_module(k, modules, versions)}
-    missing, unexpected, ignored = _key_problems(model, entries, expected, extra_state, fillable)
+    tied = dict(tied or {})
+    missing, unexpected, ignored = _key_problems(model, entries, expected, extra_state, fillable, tied)
 
     mismatches, casts = [], []
     for key, tensor in expected.items():
@@ -80,7 +84,7 @@ def check_compat(model: nn.Module, ckpt, *, target: str | None = None) -> Compat
         dtype_casts=tuple(casts),
         non_persistent_buffers=tuple(non_persistent),
         ignored=tuple(ignored),
-        suggestion=_suggest(model, entries, expected, extra_state, fillable, unexpected),
+        suggestion=_suggest(model, entries, expected, extra_state, fillable, unexpected, tied),
         notes=tuple(notes),
     )
 
@@ -94,9 +98,9 @@ def _local_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def _key_problems(model, keys, expected, extra_state, fillable) -> tuple[list[str], list[str], list[str]]:
+def _key_problems(model, keys, expected, extra_state, fillable, tied) -> tuple[list[str], list[str], list[str]]:
     """(missing, unexpected, ignored) for a checkpoint holding ``keys``."""
-    missing = [k for k in expected if k not in keys and k not in fillable]
+    missing = [k for k in expected if k not in keys and k not in fillable and tied.get(k) not in keys]
     unexpected, ignored = [], []
     for key in keys:
         if key not in expected and key not in extra_state:
@@ -135,9 +139,9 @@ def _custom_loading(module: nn.Module) -> bool:
     return overridden or bool(module._load_state_dict_pre_hooks) or bool(module._load_state_dict_post_hooks)
 
 
-def _suggest(model, entries, expected, extra_state, fillable, unexpected) -> PrefixFix | None:
+def _suggest(model, entries, expected, extra_state, fillable, unexpected, tied) -> PrefixFix | None:
     """The prefix rename of checkpoint keys that explains the most unexpected keys as expected ones."""
-    absent = [k for k in expected if k not in entries]
+    absent = [k for k in expected if k not in entries and k not in tied]
     if not absent or not unexpected:
         return None
     _, moves = match_prefixes(
@@ -151,5 +155,5 @@ def _suggest(model, entries, expected, extra_state, fillable, unexpected) -> Pre
     renamed = [
         best.b_prefix + k[len(best.a_prefix) :] if k.startswith(best.a_prefix) else k for k in entries
     ]
-    missing, still_unexpected, _ = _key_problems(model, set(renamed), expected, extra_state, fillable)
+    missing, still_unexpected, _ = _key_problems(model, set(renamed), expected, extra_state, fillable, tied)
     return PrefixFix(best.a_prefix, best.b_prefix, best.count, not missing and not still_unexpected)

@@ -4,13 +4,13 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn as nn
-from torch.utils.flop_counter import FlopCounterMode
 
 import modscope
 from examples import catalog
 from modscope.load.inputs import build_inputs
 from modscope.report.forward import Record, TensorMeta
 from tests.contract import assert_unchanged, snapshot
+from tests.flop_truth import flop_counter
 
 
 def plain_run(model: nn.Module, inputs) -> tuple[object, dict[str, list], int]:
@@ -22,7 +22,7 @@ def plain_run(model: nn.Module, inputs) -> tuple[object, dict[str, list], int]:
     ]
     try:
         model.eval()
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with torch.no_grad(), flop_counter() as counter:
             output = inputs.call(model)
     finally:
         for h in handles:

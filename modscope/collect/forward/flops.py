@@ -44,6 +44,26 @@ _PASSED_BACK = {
 }
 
 
+def _cpu_attention_formulas() -> dict:
+    """torch's SDPA formulas for the CPU flash-attention kernels, which FlopCounterMode has no entry for: on CPU
+    ``scaled_dot_product_attention`` dispatches to them (counted as 0 before), while on meta it decomposes into
+    counted matmuls, so the same model gave two totals."""
+    forward = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    backward = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
+    count = getattr(flop_counter, "sdpa_flop_count", None)
+    count_backward = getattr(flop_counter, "sdpa_backward_flop_count", None)
+    formulas = {}
+    if forward is not None and count is not None:
+        formulas[forward] = lambda q, k, v, *args, out_shape=None, **kwargs: count(q, k, v)
+    if backward is not None and count_backward is not None:
+        formulas[backward] = lambda g, q, k, v, *args, out_shape=None, **kwargs: count_backward(g, q, k, v)
+    return formulas
+
+
+#: formulas added to FlopCounterMode's own (ops that torch counts on other devices, not on this one)
+EXTRA_FORMULAS = _cpu_attention_formulas()
+
+
 class _Tracker:
     """Stands in for FlopCounterMode's ModuleTracker: every FLOP goes to "Global" only."""
 
@@ -127,7 +147,7 @@ class FlopCounter(FlopCounterMode):
     """
 
     def __init__(self, *, reuse_meta: bool = False) -> None:
-        super().__init__(display=False, depth=None)
+        super().__init__(display=False, depth=None, custom_mapping=EXTRA_FORMULAS)
         self.ops: dict[int, _Op] = {}
         self.reuse_meta = reuse_meta
         self.meta_cache: MetaResultCache | None = None

@@ -188,7 +188,7 @@ class _Runner:
             saved = SavedTensors(self.model)
             measured = run_pass(
                 self.model, self.inputs, training=training, grad=True, flops=False, record=False,
-                extra=self._extra(saved),
+                reuse_meta=self.on_meta, extra=self._extra(saved),
             )
             if measured.error is None:
                 note = None

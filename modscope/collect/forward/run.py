@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from modscope.collect.forward.flops import FlopCounter
+from modscope.collect.forward.meta_stand_ins import MetaResultMode
 from modscope.collect.forward.structure import describe, iter_tensors, storage_bytes, storage_key
 from modscope.collect.hooks import module_hooks, preserved_state
 from modscope.collect.recursion import recursion_room
@@ -172,9 +173,10 @@ def run_pass(
     ``training``/``grad``: train mode and autograd during the pass (eval and no_grad by default).
     ``extra``: a context manager factory entered inside the pass (saved-tensor hooks, meta fallbacks); it is
     given the pass's FlopCounter (or None). ``peak``: measure ``peak_call_bytes`` (0 when off).
-    ``reuse_meta``: with FLOPs, answer repeated meta-tensor ops from a cache (``modscope.collect.forward.meta_cache``),
-    which the FlopCounter's dispatch mode consults. Passes without FLOPs run no mode at all: a
-    FlopCounterMode changes how control flow operators run (``torch.cond`` runs both branches under it).
+    ``reuse_meta``: answer repeated meta-tensor ops from a cache (``modscope.collect.forward.meta_cache``) and
+    small pointwise/norm ops from CPU stand-ins (``meta_stand_ins``), in the FlopCounter's dispatch mode or,
+    without FLOPs, in a ``MetaResultMode``, which leaves ``torch.cond`` alone (a FlopCounterMode runs both
+    branches). Passes without FLOPs and without ``reuse_meta`` run no mode at all.
     """
     visited = visits(model)
     firsts = [(v.name, v.module) for v in visited if v.first]
@@ -193,6 +195,8 @@ def run_pass(
             stack.enter_context(extra(counter))
         if counter is not None:
             stack.enter_context(counter)
+        elif reuse_meta:
+            stack.enter_context(MetaResultMode())
         stack.enter_context(recursion_room(depth))
         try:
             output = inputs.call(model)

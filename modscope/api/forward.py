@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 from torch.nn.parameter import is_lazy
 
+from modscope.collect.forward.flops import missed_ops
 from modscope.collect.forward.memory import (
     OPTIMIZERS,
     SavedTensors,
@@ -282,6 +283,7 @@ def _report(result: PassResult, *, memory=None, unused=None, notes=(), **fields)
         modules=tuple(result.modules),
         flops_total=result.flops_total,
         uncounted_ops=result.uncounted_ops,
+        flops_missed_ops=missed_ops(result.uncounted_ops),
         never_called=tuple(result.never_called),
         unused_parameters=unused,
         memory=memory,

@@ -29,6 +29,9 @@ CALLS = [
     (aten._softmax.default, (meta(2, 5, 7), 1, False)),
     (aten.gelu.default, (meta(2, 3, dtype=torch.bfloat16),), {"approximate": "tanh"}),
     (aten.native_batch_norm.default, (meta(2, 4, 3, 3), meta(4), meta(4), meta(4), meta(4), True, 0.1, 1e-5)),
+    (aten.native_batch_norm.default, (meta(2, 4, 3, 3), meta(4), meta(4), meta(4), meta(4), False, 0.1, 1e-5)),
+    (aten.native_batch_norm.default, (meta(1, 8, 5, 5, channels_last=True), None, None, meta(8), meta(8), False, 0.1, 1e-5)),
+    (aten.native_batch_norm.default, (meta(2, 4, 3, dtype=torch.float64), *(meta(4, dtype=torch.float64),) * 4, True, 0.1, 0.0)),
     (aten.native_layer_norm.default, (meta(2, 3, 8), [8], meta(8), meta(8), 1e-5)),
     (aten.native_group_norm.default, (meta(2, 6, 4, 4), meta(6), meta(6), 2, 6, 16, 3, 1e-5)),
 ]
@@ -49,8 +52,8 @@ def test_stand_in_result_matches_the_meta_kernel(call):
 
 
 def test_errors_and_big_or_real_tensors_are_left_to_the_meta_kernel():
-    bn = (meta(2, 4, 3, 3), meta(4), meta(4), meta(4), meta(4), False, 0.1, 1e-5)
-    assert on_cpu(aten.native_batch_norm.default, bn, {}) is None  # eval: CPU's saved stats differ from meta's
+    half = (meta(2, 4, 3, dtype=torch.float16), *(meta(4, dtype=torch.float16),) * 4, False, 0.1, 1e-5)
+    assert on_cpu(aten.native_batch_norm.default, half, {}) is None  # CPU saves half statistics, meta float32
     assert on_cpu(aten.add.Tensor, (meta(2, 3), meta(4, 3)), {}) is None  # not broadcastable: meta says so
     assert on_cpu(aten.pow.Tensor_Scalar, (meta(3, dtype=torch.int64), -1), {}) is None  # CPU refuses
     assert on_cpu(aten.relu.default, (meta(1024, 1024),), {}) is None  # 4 MiB: over the limit

@@ -8,7 +8,8 @@ and hands back empty meta tensors with the CPU result's metadata. The output sha
 the inputs' shapes alone (never on values), and their CPU kernels implement the same TensorIterator rules for
 strides and dtypes that the meta kernels mirror. Anything the CPU kernel refuses (a dtype CPU lacks, an
 integer power with a negative exponent) or any result that is not a fresh plain tensor goes to the meta
-kernel, as before, and so does eval-mode batch norm (its saved statistics are empty on CPU, (C,) on meta).
+kernel, as before. Eval-mode batch norm runs the CPU kernel in training mode: in eval its saved statistics
+are empty on CPU but (C,) on meta, as the training kernel's are (the running stand-ins it updates are dropped).
 
 ``MetaResultMode`` is the dispatch mode of meta passes that count no FLOPs (the training pass that measures
 saved tensors): the same cache and stand-ins, and higher order operators (``torch.cond``) run as with no mode.
@@ -32,6 +33,7 @@ _NORMS = frozenset(
 ) - {None}
 # in eval mode, batch norm's saved mean and invstd are empty on CPU but (C,) on meta: only training calls stand in
 _BATCH_NORM = getattr(getattr(_aten, "native_batch_norm", None), "default", None)
+_FULL_FLOATS = (torch.float32, torch.float64)
 _POINTWISE = getattr(torch.Tag, "pointwise", None)
 # elementwise in shape (the result has the input's shape) but not tagged pointwise in torch's schema
 _SHAPE_PRESERVING = frozenset(
@@ -87,8 +89,10 @@ def on_cpu(func, args: tuple, kwargs: dict | None, *, fresh: bool = True):
         total = _gather(args, metas) + (_gather(kwargs, metas) if kwargs else 0)
     except _Refused:
         return None
-    if func is _BATCH_NORM and not (len(args) > 5 and args[5] is True):
-        return None
+    if func in _NORMS and (not args or getattr(args[0], "dtype", None) not in _FULL_FLOATS):
+        return None  # half/bfloat16: CPU's batch norm keeps saved statistics in that dtype, meta float32
+    if func is _BATCH_NORM and len(args) > 5 and args[5] is False:
+        args = (*args[:5], True, *args[6:])  # eval: CPU's saved statistics are empty, meta's are (C,) as in training
     if not metas or total > STAND_IN_MAX_BYTES // 2 or _result_numel(func, metas) * 16 > STAND_IN_MAX_BYTES // 2:
         return None
     stand_ins: dict[int, torch.Tensor] = {}

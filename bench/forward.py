@@ -9,6 +9,9 @@
 2. A 59B-parameter decoder (bench/decoder.py) on the meta device, batch 1, sequence 4096: torchinfo's
    shapes-only meta pass vs modscope's shapes + FLOPs; and the peak RSS of the real command line
    ``modscope summary bench/decoder.py:decoder_59b --device meta ...`` (target < 700 MB).
+3. Small torchvision models at 64x64 (resnet18, mobilenet_v3_small, vit_b_16): the whole
+   ``modscope.summary(model, inputs=x, device="meta")`` call against the same call on CPU, measured in the
+   same run. Target: meta <= 1.0x CPU (meta computes nothing, so it should never cost more).
 (The 50,000-module static summary is measured by bench/static.py.)
 
 Times are CPU time of this process (``time.process_time``) with one torch thread, the minimum over
@@ -157,6 +160,36 @@ def decoder(rounds: int) -> list[str]:
     ]
 
 
+SMALL = ("resnet18", "mobilenet_v3_small", "vit_b_16")
+
+
+def meta_vs_cpu(rounds: int) -> list[str]:
+    """The whole summary() call on meta vs on CPU, for small models where torch's Python meta kernels dominate."""
+    import torchvision
+
+    lines = [
+        "| model (1x3x64x64) | summary(), CPU | summary(), meta | meta / CPU (<= 1.0) |",
+        "| --- | --- | --- | --- |",
+    ]
+    ratios = []
+    for name in SMALL:
+        options = {"image_size": 64} if name.startswith("vit") else {}
+        model = getattr(torchvision.models, name)(weights=None, **options).eval()
+        x = torch.randn(1, 3, 64, 64)
+        t = best_of(
+            {
+                "cpu": lambda: modscope.summary(model, inputs=x),
+                "meta": lambda: modscope.summary(model, inputs=x, device="meta"),
+            },
+            rounds,
+        )
+        ratios.append(t["meta"] / t["cpu"])
+        lines.append(f"| {name} | {_ms(t['cpu'])} | {_ms(t['meta'])} | **{ratios[-1]:.2f}** |")
+        print(f"  {name} done", file=sys.stderr, flush=True)
+    lines.append(f"| median | | | **{sorted(ratios)[len(ratios) // 2]:.2f}** |")
+    return lines
+
+
 TORCH_META_KERNELS = (
     "import torch, torch.nn.functional as F; F.layer_norm(torch.empty(2, 8, device='meta'), (8,)); "
     "torch.empty(8, 8, device='meta') @ torch.empty(8, 8, device='meta')"
@@ -185,12 +218,12 @@ def _ms(seconds: float) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds")
-    parser.add_argument("--only", choices=("zoo", "decoder"), help="run one part")
+    parser.add_argument("--only", choices=("zoo", "decoder", "meta"), help="run one part")
     args = parser.parse_args(argv if argv is not None else [])
     torch.set_num_threads(1)
     rounds = 3 if args.quick else 7
     print(f"torch {torch.__version__}, Python {platform.python_version()}, {platform.machine()}, 1 torch thread\n")
-    parts = {"zoo": lambda: zoo(rounds), "decoder": lambda: decoder(rounds)}
+    parts = {"zoo": lambda: zoo(rounds), "decoder": lambda: decoder(rounds), "meta": lambda: meta_vs_cpu(rounds)}
     for key, part in parts.items():
         if args.only in (None, key):
             print("\n".join(part()) + "\n", flush=True)

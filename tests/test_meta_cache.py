@@ -152,8 +152,10 @@ def test_custom_ops_are_never_cached():
     assert shapes == [(1, 8), (2, 8), (3, 8)]
 
 
-def test_passes_without_flops_run_no_dispatch_mode():
+def test_passes_without_flops_run_no_dispatch_mode_unless_reusing_meta_results():
     from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+    from modscope.collect.forward.meta_stand_ins import MetaResultMode
 
     seen = []
 
@@ -163,9 +165,28 @@ def test_passes_without_flops_run_no_dispatch_mode():
             return x * 2
 
     inputs = build_inputs(["2,3"]).to("meta")
+    run_pass(Probe(), inputs, flops=False)
     run_pass(Probe(), inputs, flops=False, reuse_meta=True)
     run_pass(Probe(), inputs, flops=True, reuse_meta=True)
-    assert seen[0] is None and seen[1] is not None
+    assert seen[0] is None and isinstance(seen[1], MetaResultMode)
+    assert seen[2] is not None and not isinstance(seen[2], MetaResultMode)
+
+
+def test_meta_result_mode_leaves_torch_cond_as_with_no_mode():
+    class Branching(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(4, 4))
+
+        def forward(self, x):
+            return torch.cond(x.sum() > 0, lambda x: x @ self.w @ self.w, lambda x: x @ self.w, (x,))
+
+    model, inputs = Branching().to("meta"), build_inputs(["2,4"]).to("meta")
+    outcomes = []
+    for reuse in (False, True):
+        result = run_pass(model, inputs, flops=False, record=False, training=True, grad=True, reuse_meta=reuse)
+        outcomes.append((type(result.error), str(result.error), None if result.output is None else result.output.shape))
+    assert outcomes[0] == outcomes[1]
 
 
 def test_an_op_whose_result_aliases_its_input_is_run_for_real_from_then_on():

@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 from torch.nn.parameter import is_lazy
 
+from modscope.collect.forward.flops import missed_ops
 from modscope.collect.forward.materialized import materialized_shapes, with_shapes
 from modscope.collect.forward.memory import (
     OPTIMIZERS,
@@ -244,7 +245,7 @@ class _Runner:
             saved = SavedTensors(self.model)
             measured = run_pass(
                 self.model, self.inputs, training=training, grad=True, flops=False, record=False,
-                extra=self._extra(saved),
+                reuse_meta=self.on_meta, extra=self._extra(saved),
             )
             if measured.error is None:
                 note = None
@@ -305,6 +306,7 @@ def _report(result: PassResult, *, memory=None, unused=None, notes=(), **fields)
         modules=tuple(result.modules),
         flops_total=result.flops_total,
         uncounted_ops=result.uncounted_ops,
+        flops_missed_ops=missed_ops(result.uncounted_ops),
         never_called=tuple(result.never_called),
         unused_parameters=unused,
         memory=memory,

@@ -119,6 +119,9 @@ def flops_view(forward: ForwardReport) -> Text:
     if forward.flops_total is None:
         return Text("FLOPs: not counted (--no-flops)", style="dim")
     text = Text.assemble(("FLOPs ", "bold"), f"{human_flops(forward.flops_total)} ({forward.flops_total:,})")
+    if forward.flops_missed_ops:
+        missed = ", ".join(forward.flops_missed_ops)
+        text.append(f"  a lower bound: {missed} did multiply-adds with no FLOP formula", style="bold yellow")
     text.append("  torch.utils.flop_counter: matmul/conv/attention, 2 per multiply-add", style="dim")
     ops = forward.uncounted_ops
     if ops is None:

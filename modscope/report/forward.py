@@ -227,6 +227,7 @@ class ForwardReport:
     memory: MemoryEstimate | None = None
     failure: ForwardFailure | None = None
     notes: tuple[str, ...] = ()
+    flops_missed_ops: tuple[str, ...] = ()  # uncounted ops that do multiply-adds: flops_total is a lower bound
     _by_name: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self):
@@ -256,6 +257,7 @@ class ForwardReport:
             "input_kwargs": structure_to_json(self.inputs.kwargs),
             "output_shapes": structure_to_json(self.inputs.output),
             "uncounted_ops": None if self.uncounted_ops is None else dict(self.uncounted_ops),
+            "flops_lower_bound": bool(self.flops_missed_ops),
             "never_called": list(self.never_called),
             "unused_parameters": None if self.unused_parameters is None else list(self.unused_parameters),
             "fallbacks": [f.to_dict() for f in self.fallbacks],

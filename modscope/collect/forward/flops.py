@@ -14,8 +14,9 @@ by hashing it on every call), and a formula that sees only shapes is evaluated o
 shapes: the 80 identical blocks of a decoder cost one evaluation per matmul shape, not 80.
 
 ``FlopCounter(reuse_meta=True)`` (meta passes) also answers repeated functional ops on meta tensors from a
-``MetaResultCache`` (``collect/meta_cache.py``): the counter's dispatch mode is the one place every op passes
-through, and a second Python mode would cost a second dispatch per op.
+``MetaResultCache`` (``collect/meta_cache.py``) and runs small pointwise and normalization ops by their CPU
+kernels on stand-ins (``collect/forward/meta_stand_ins.py``): the counter's dispatch mode is the one place
+every op passes through, and a second Python mode would cost a second dispatch per op.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
 from modscope.collect.forward.meta_cache import MetaResultCache, can_cache
+from modscope.collect.forward.meta_stand_ins import can_stand_in, can_stand_in_place, compute, in_place_on_cpu
 
 #: False on a torch whose FlopCounterMode routes counting differently; reports then say "unknown".
 CAN_LIST_UNCOUNTED = callable(getattr(FlopCounterMode, "_count_flops", None))
@@ -60,8 +62,33 @@ def _cpu_attention_formulas() -> dict:
     return formulas
 
 
-#: formulas added to FlopCounterMode's own (ops that torch counts on other devices, not on this one)
-EXTRA_FORMULAS = _cpu_attention_formulas()
+def _rnn_layer_flops(input_shape, weight0_shape, weight1_shape, *args, out_shape=None, **kwargs) -> int:
+    """``aten.mkldnn_rnn_layer`` (CPU LSTM, one layer and direction): the input and hidden projections of every
+    time step, 2 per multiply-add, biases not counted: what the decomposition run on meta counts with ``mm``."""
+    steps = 1
+    for size in input_shape[:-1]:
+        steps *= size
+    return 2 * steps * (weight0_shape[0] * weight0_shape[1] + weight1_shape[0] * weight1_shape[1])
+
+
+#: formulas FlopCounterMode lacks for ops that replace a counted decomposition on some device
+EXTRA_FORMULAS = {
+    **{
+        packet: _rnn_layer_flops
+        for packet in (getattr(torch.ops.aten, "mkldnn_rnn_layer", None),)
+        if packet is not None
+    },
+    **_cpu_attention_formulas(),
+}
+#: ops that do multiply-adds but have no formula: when one runs, the total is a lower bound
+MULTIPLY_ADD_OPS = frozenset({
+    "aten._cudnn_rnn", "aten.miopen_rnn", "aten.mkldnn_rnn_layer", "aten._thnn_fused_lstm_cell",
+    "aten._thnn_fused_gru_cell", "aten.quantized_lstm", "aten.quantized_gru", "aten.quantized_lstm_cell",
+    "aten.quantized_gru_cell", "aten.quantized_rnn_tanh_cell", "aten.quantized_rnn_relu_cell", "aten._int_mm",
+    "aten._weight_int8pack_mm", "aten._weight_int4pack_mm", "aten.mkldnn_linear", "aten.mkldnn_convolution",
+    "aten._cdist_forward", "aten.fbgemm_linear_int8_weight", "aten.fbgemm_linear_fp16_weight",
+    "quantized.linear", "quantized.linear_dynamic", "quantized.conv2d", "quantized.conv1d", "quantized.conv3d",
+})
 
 
 class _Tracker:
@@ -79,13 +106,15 @@ class _Tracker:
 class _Op:
     """What the counter learnt about one op overload on its first call."""
 
-    __slots__ = ("func", "packet", "direct", "reusable", "formula", "by_shape", "calls")
+    __slots__ = ("func", "packet", "direct", "reusable", "stand_in", "in_place", "formula", "by_shape", "calls")
 
-    def __init__(self, func, formula, direct: bool, reusable: bool):
+    def __init__(self, func, formula, direct: bool, reusable: bool, in_place: bool = False):
         self.func = func  # kept alive, so the id() it is filed under stays its own
         self.packet = getattr(func, "_overloadpacket", func)
         self.direct = direct
         self.reusable = reusable  # results on meta may come from the pass's MetaResultCache
+        self.stand_in = reusable and can_stand_in(func)  # small calls may run on CPU stand-ins (meta_stand_ins)
+        self.in_place = in_place  # on meta, an in-place pointwise op checked by its CPU kernel on stand-ins
         self.formula = formula
         # Formulas registered without get_raw see only shapes: their results can be reused for equal shapes.
         self.by_shape: dict | None = {} if getattr(formula, "__code__", None) is _SHAPE_FORMULA else None
@@ -122,7 +151,10 @@ if _Inner is not None:
                 return super().__torch_dispatch__(func, types, args, kwargs)
             if op.reusable:
                 return counter.reuse(op, args, kwargs)
-            out = func(*args, **kwargs) if kwargs else func(*args)
+            if op.in_place and in_place_on_cpu(func, args, kwargs):
+                out = args[0]
+            else:
+                out = func(*args, **kwargs) if kwargs else func(*args)
             counter.count(op, out, args, kwargs)
             return out
 
@@ -171,8 +203,10 @@ class FlopCounter(FlopCounterMode):
     def learn(self, func) -> _Op:
         packet = getattr(func, "_overloadpacket", None)
         direct = _runs_directly(func)
-        reusable = direct and self.meta_cache is not None and can_cache(func)
-        op = self.ops[id(func)] = _Op(func, self.flop_registry.get(packet), direct, reusable)
+        on_meta = direct and self.meta_cache is not None
+        reusable = on_meta and can_cache(func)
+        in_place = on_meta and not reusable and can_stand_in_place(func)
+        op = self.ops[id(func)] = _Op(func, self.flop_registry.get(packet), direct, reusable, in_place)
         return op
 
     def count(self, op: _Op, out, args, kwargs) -> None:
@@ -191,7 +225,7 @@ class FlopCounter(FlopCounterMode):
         key = cache.key(id(op.func), args, kwargs)
         entry = cache.entries.get(key) if key is not None else None
         if entry is None:
-            out = op.func(*args, **kwargs) if kwargs else op.func(*args)
+            out = compute(op.func, args, kwargs, op.stand_in and key is not None)
             flops = self._flops(op, out, args, kwargs) if op.formula is not None else 0
             if key is not None and not cache.remember(key, args, kwargs, out, flops):
                 op.reusable = False  # one result it could not reproduce: stop keying this op's calls
@@ -247,6 +281,11 @@ class FlopCounter(FlopCounterMode):
             if not _is_view(packet):
                 counts[str(packet)] += n
         return dict(counts.most_common())
+
+
+def missed_ops(uncounted: dict[str, int] | None) -> tuple[str, ...]:
+    """The uncounted ops that do multiply-adds (``MULTIPLY_ADD_OPS``): with any, the FLOP total is a lower bound."""
+    return tuple(name for name in (uncounted or {}) if name in MULTIPLY_ADD_OPS)
 
 
 def _is_view(packet) -> bool:

@@ -33,7 +33,7 @@ _VALUE_TYPES = frozenset(
     {int, float, bool, str, type(None), torch.dtype, torch.device, torch.layout, torch.memory_format}
 )
 _BUILTIN = frozenset({"aten", "prims"})
-_EXCLUDED_TAGS = frozenset(
+EXCLUDED_TAGS = frozenset(
     getattr(torch.Tag, name)
     for name in ("nondeterministic_seeded", "dynamic_output_shape", "data_dependent_output", "inplace_view")
     if hasattr(torch.Tag, name)
@@ -65,7 +65,7 @@ def can_cache(func) -> bool:
         namespace = func.namespace
     except AttributeError:
         return False
-    if namespace not in _BUILTIN or tags & _EXCLUDED_TAGS or not schema.returns:
+    if namespace not in _BUILTIN or tags & EXCLUDED_TAGS or not schema.returns:
         return False
     if any(a.alias_info is not None for a in schema.arguments):
         return False

@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from modscope.collect.forward.flops import FlopCounter
+from modscope.collect.forward.meta_stand_ins import MetaResultMode
 from modscope.collect.forward.structure import describe, iter_tensors, storage_bytes, storage_key
 from modscope.collect.hooks import module_hooks, preserved_state
 from modscope.collect.recursion import recursion_room
@@ -54,6 +55,9 @@ class _Stats:
     first: CallShapes | None = None
     first_count: int = 0
     variants: list = field(default_factory=list)  # [args, kwargs, output, count] lists
+    open_calls: int = 0  # calls of this module now running (a module that calls itself has several)
+    opening: bool = False  # the call whose shapes will be ``first`` has started and not yet returned
+    deferred: list = field(default_factory=list)  # (call number, shapes) of calls that returned before it
 
 
 @dataclass
@@ -64,6 +68,8 @@ class _Frame:
     kwargs: Any
     inputs: list[torch.Tensor]
     children: int = 0
+    opens: bool = False  # this call's shapes become the module's ``first`` (the first call to start)
+    seq: int = 0  # the module's call number (calls of a module that calls itself return in reverse order)
 
 
 class _Recorder:
@@ -82,19 +88,28 @@ class _Recorder:
         return self.counter.get_total_flops() if self.counter is not None else 0
 
     def pre(self, name: str, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        self.stats[name].calls += 1
+        stats = self.stats[name]
+        stats.calls += 1
+        stats.open_calls += 1
         inputs = list(iter_tensors((args, kwargs))) if self.track_peak else []
-        self.stack.append(_Frame(name, self._flops(), describe(args), describe(kwargs) if kwargs else {}, inputs))
+        frame = _Frame(name, self._flops(), describe(args), describe(kwargs) if kwargs else {}, inputs)
+        frame.seq = stats.calls
+        if stats.first is None and not stats.opening:
+            frame.opens = stats.opening = True
+        self.stack.append(frame)
 
     def post(self, name: str, module: nn.Module, args, kwargs, output, error: BaseException | None) -> None:
         frame = self.stack.pop() if self.stack else None
         while frame is not None and frame.name != name and self.stack:
-            frame = self.stack.pop()  # a pre-hook of an inner module ran without its post-hook
+            self._close(frame, failed=True)  # a pre-hook of an inner module ran without its post-hook
+            frame = self.stack.pop()
         if frame is None or frame.name != name:
             return
         stats = self.stats[name]
         spent = self._flops() - frame.start
-        stats.flops += spent
+        self._close(frame, failed=error is not None)
+        if stats.open_calls == 0:  # the outermost call of a module that calls itself: inner calls are inside it
+            stats.flops += spent
         stats.self_flops += spent - frame.children
         if self.stack:
             self.stack[-1].children += spent
@@ -109,7 +124,29 @@ class _Recorder:
         stats.output_bytes += sum(t.numel() * t.element_size() for t in {id(t): t for t in outputs}.values())
         if self.track_peak:
             self.note_peak(_distinct_by_dtype(frame.inputs + outputs))
-        self._remember_shapes(stats, frame.args, frame.kwargs, describe(output))
+        shapes = (frame.args, frame.kwargs, describe(output))
+        if frame.opens:  # the first call to start is ``first``; re-entrant calls that returned before it follow
+            stats.first = CallShapes(*shapes)
+            self._remember_shapes(stats, *shapes)
+            self._flush(stats)
+        elif stats.first is None:
+            stats.deferred.append((frame.seq, shapes))
+        else:
+            self._remember_shapes(stats, *shapes)
+
+    def _close(self, frame: _Frame, *, failed: bool) -> None:
+        """A call of ``frame``'s module ended (returned, or raised or lost its post-hook: ``failed``)."""
+        stats = self.stats[frame.name]
+        stats.open_calls -= 1
+        if failed and frame.opens:  # the next call to start opens instead
+            stats.opening = False
+            self._flush(stats)
+
+    def _flush(self, stats: _Stats) -> None:
+        """Record the shapes of re-entrant calls that returned before the opening call, in call order."""
+        for _, shapes in sorted(stats.deferred, key=lambda item: item[0]):
+            self._remember_shapes(stats, *shapes)
+        stats.deferred.clear()
 
     def note_peak(self, by_dtype: dict[str, int]) -> None:
         total = sum(by_dtype.values())
@@ -185,9 +222,10 @@ def run_pass(
     ``training``/``grad``: train mode and autograd during the pass (eval and no_grad by default).
     ``extra``: a context manager factory entered inside the pass (saved-tensor hooks, meta fallbacks); it is
     given the pass's FlopCounter (or None). ``peak``: measure ``peak_call_bytes`` (0 when off).
-    ``reuse_meta``: with FLOPs, answer repeated meta-tensor ops from a cache (``modscope.collect.forward.meta_cache``),
-    which the FlopCounter's dispatch mode consults. Passes without FLOPs run no mode at all: a
-    FlopCounterMode changes how control flow operators run (``torch.cond`` runs both branches under it).
+    ``reuse_meta``: answer repeated meta-tensor ops from a cache (``modscope.collect.forward.meta_cache``) and
+    small pointwise/norm ops from CPU stand-ins (``meta_stand_ins``), in the FlopCounter's dispatch mode or,
+    without FLOPs, in a ``MetaResultMode``, which leaves ``torch.cond`` alone (a FlopCounterMode runs both
+    branches). Passes without FLOPs and without ``reuse_meta`` run no mode at all.
     """
     visited = visits(model)
     firsts = [(v.name, v.module) for v in visited if v.first]
@@ -206,6 +244,8 @@ def run_pass(
             stack.enter_context(extra(counter))
         if counter is not None:
             stack.enter_context(counter)
+        elif reuse_meta:
+            stack.enter_context(MetaResultMode())
         stack.enter_context(recursion_room(depth))
         try:
             output = inputs.call(model)

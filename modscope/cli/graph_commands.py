@@ -64,6 +64,13 @@ def graph(
     expand: Annotated[bool, typer.Option("--expand", help="Do not fold runs of identical blocks into one x N.")] = False,
     color: Annotated[Color, typer.Option("--color", help="Fill modules by: none, params (log scale).")] = Color.none,
     rankdir: Annotated[Direction, typer.Option("--rankdir", help="Layout direction: TB (top-down) or LR.")] = Direction.TB,
+    dot_timeout: Annotated[
+        Optional[float],
+        typer.Option(
+            "--dot-timeout", metavar="SECONDS",
+            help="Stop Graphviz's dot after this long (exit 2); 0: no limit. Default: $MODSCOPE_DOT_TIMEOUT, else 120.",
+        ),
+    ] = None,
     json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -72,10 +79,12 @@ def graph(
         import modscope
         from modscope.cli.common import derived_inputs, given_inputs
         from modscope.cli.stdout import real_stdout
-        from modscope.render.graph import render_bytes, resolve_format
+        from modscope.render.graph import layout_note, render_bytes, resolve_format
+        from modscope.render.graphviz import dot_timeout as time_limit
         from modscope.render.output import check_output_path, write_output
 
         fmt = resolve_format(output, format.value if format else None)  # bad formats fail before loading
+        limit = time_limit(dot_timeout)  # so does a bad --dot-timeout or $MODSCOPE_DOT_TIMEOUT
         if output is not None and not json:
             check_output_path(output, "-o")  # so does a missing folder
         model_inputs, auto = given_inputs(input, kwarg, inputs)
@@ -89,7 +98,11 @@ def graph(
         if json:
             emit(result, as_json=True)
             return
-        data = result.source.encode() if fmt == "dot" else render_bytes(result.source, fmt)
+        note = layout_note(result)
+        if note:
+            sys.stderr.write(f"modscope: note: {note}\n")
+            sys.stderr.flush()
+        data = result.source.encode() if fmt == "dot" else render_bytes(result.source, fmt, limit or 0)
         if output is None:
             out = real_stdout()  # the model's own prints went to stderr until now
             out.buffer.write(data)

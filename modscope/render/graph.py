@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import math
 import shutil
-import subprocess
 from html import escape
 from pathlib import Path
 
 from modscope.core.text import human_count
 from modscope.errors import RenderError, UsageError
+from modscope.render.graphviz import dot_timeout, run_dot
 from modscope.report.graph import ColorBy, EdgeKind, GraphCluster, GraphMode, GraphNode, ModelGraph, NodeKind
 
 FORMATS = ("svg", "png", "pdf", "dot")
@@ -34,14 +34,22 @@ _OP_FILL_COLORED = "#ececec"  # with --color params, ops must not look like smal
 _TIED_COLOR = "#c0392b"
 _REPEAT_COLOR = "#7d3c98"
 _GREY = "#555555"
+# Above this layout cost (layout_cost) dot gets the layout for large graphs: no newrank, shapes as xlabels.
+# Measured (docs/graphs.md): densenet121 at --depth 3 (cost 3,921) took 25 s of CPU with the full layout, 1.7 s
+# with the large one; a 32-block transformer drawn expanded (cost 904) takes 0.8 s with the full layout.
+LARGE_LAYOUT_COST = 2000
+# Fewer crossing-minimisation passes and network-simplex iterations: positions are less tidy, found in a fraction
+# of the time (newrank, which aligns ranks across clusters, costs most of all on such graphs).
+_LARGE = "mclimit=0.3 nslimit=1"
 
 
 def to_dot(graph: ModelGraph) -> str:
     """The DOT text of ``graph``: a pure function of the report."""
+    large = is_large(graph)
     lines = [f"digraph {_quote(graph.model.type)} {{"]
     lines += [
         f"  graph [rankdir={graph.style.rankdir} fontname={_quote(FONT)} fontsize=14 labelloc=t labeljust=l",
-        f"         nodesep=0.25 ranksep=0.3 newrank=true label=<{_title(graph)}>]",
+        f"         nodesep=0.25 ranksep=0.3 {_LARGE if large else 'newrank=true'} label=<{_title(graph, large)}>]",
         f"  node [fontname={_quote(FONT)} fontsize=11 margin=\"0.12,0.04\" penwidth=1]",
         f"  edge [fontname={_quote(FONT)} fontsize=9 color={_quote(_GREY)} fontcolor={_quote(_GREY)} arrowsize=0.7]",
     ]
@@ -68,19 +76,55 @@ def to_dot(graph: ModelGraph) -> str:
         lines += [pad + line for line in rows.get(cluster.id, [])]
         stack.append(("close", None, level))
         stack.extend(("open", c, level + 1) for c in reversed(children.get(cluster.id, [])))
-    lines += [_edge_line(e) for e in graph.edges]
+    lines += [_edge_line(e, large) for e in graph.edges]
     lines += order
     lines.append("}")
     return "\n".join(lines) + "\n"
 
 
-def write(graph: ModelGraph, path: str | Path, format: str | None = None) -> Path:
+def is_large(graph: ModelGraph) -> bool:
+    """Whether ``graph`` gets the layout for large graphs: its layout cost is over ``LARGE_LAYOUT_COST``."""
+    return layout_cost(graph) > LARGE_LAYOUT_COST
+
+
+def layout_cost(graph: ModelGraph) -> int:
+    """Nodes plus the ranks every data edge skips, with nodes ranked by longest path in recorded order.
+
+    dot puts a virtual node on every rank an edge crosses and orders them all, so this is roughly how many
+    nodes it lays out: 904 for a 32-block transformer drawn expanded, 35,079 for timm's densenet121, whose
+    every dense layer feeds all later ones.
+    """
+    index = {n.id: i for i, n in enumerate(graph.nodes)}
+    pairs = sorted(
+        (index[e.src], index[e.dst])
+        for e in graph.edges
+        if e.kind is EdgeKind.DATA and e.src in index and e.dst in index and index[e.src] < index[e.dst]
+    )  # edges going back (loops) are dot's to reverse; they are few
+    rank = [0] * len(graph.nodes)
+    for src, dst in pairs:  # sorted by source, so a source's rank is final before it is used
+        rank[dst] = max(rank[dst], rank[src] + 1)
+    return len(graph.nodes) + sum(rank[dst] - rank[src] - 1 for src, dst in pairs)
+
+
+def layout_note(graph: ModelGraph) -> str | None:
+    """The line the CLI prints on stderr when ``graph`` is drawn with the layout for large graphs."""
+    if not is_large(graph):
+        return None
+    return (
+        f"{len(graph.nodes):,} nodes and {len(graph.edges):,} edges with many long edges: drawn with the layout "
+        "for large graphs (shapes beside the edges, no rank alignment across boxes); --depth N draws less"
+    )
+
+
+def write(
+    graph: ModelGraph, path: str | Path, format: str | None = None, timeout: float | None = None
+) -> Path:
     """Write ``graph`` to ``path`` as svg/png/pdf (through ``dot``) or as DOT text (atomically: render/output.py)."""
     from modscope.render.output import check_output_path, write_output
 
     path = check_output_path(path, "graph file")
     fmt = resolve_format(path, format)
-    data = to_dot(graph).encode() if fmt == "dot" else render_bytes(to_dot(graph), fmt)
+    data = to_dot(graph).encode() if fmt == "dot" else render_bytes(to_dot(graph), fmt, timeout)
     return write_output(path, data, "graph file")
 
 
@@ -93,13 +137,15 @@ def resolve_format(path: Path | None, format: str | None) -> str:
     return fmt
 
 
-def render_bytes(source: str, fmt: str) -> bytes:
-    """Run ``dot -T<fmt>`` on ``source``; RenderError with an install hint when dot is missing."""
+def render_bytes(source: str, fmt: str, timeout: float | None = None) -> bytes:
+    """Run ``dot -T<fmt>`` on ``source``; RenderError with an install hint when dot is missing, or when it runs
+    past ``timeout`` seconds (default: $MODSCOPE_DOT_TIMEOUT, else 120; 0 = no limit; render/graphviz.py)."""
+    limit = dot_timeout(timeout)
     dot = shutil.which("dot")
     if dot is None:
         raise RenderError(_HINT)
     try:
-        done = subprocess.run([dot, f"-T{fmt}"], input=source.encode(), capture_output=True, check=False)
+        done = run_dot(dot, [f"-T{fmt}"], source.encode(), limit)
     except OSError as exc:
         raise RenderError(f"could not run Graphviz's dot ({exc}); {_HINT}")
     if done.returncode != 0:
@@ -131,7 +177,7 @@ class _ParamScale:
         return _PALETTE[min(len(_PALETTE) - 1, int(level * len(_PALETTE)))]
 
 
-def _title(graph: ModelGraph) -> str:
+def _title(graph: ModelGraph, large: bool) -> str:
     target = f" ({escape(graph.model.target)})" if graph.model.target else ""
     what = "module hierarchy" if graph.mode is GraphMode.HIERARCHY else "dataflow of one forward pass"
     depth = f", depth {graph.depth}" if graph.depth is not None else ""
@@ -143,6 +189,8 @@ def _title(graph: ModelGraph) -> str:
             f'<font point-size="10">fill: parameters, log scale from {human_count(low)} (lightest) '
             f"to {human_count(top)} (darkest); white: none</font>"
         )
+    if large:
+        parts.append(f'<font point-size="10">{escape(layout_note(graph))}</font>')
     return "<br/>".join(parts)
 
 
@@ -229,14 +277,15 @@ def _node_label(node: GraphNode, cluster: str) -> str:
     return text
 
 
-def _edge_line(edge) -> str:
+def _edge_line(edge, large: bool) -> str:
     src, dst = _quote(edge.src), _quote(edge.dst)
     if edge.kind is EdgeKind.TIED:
         return (
             f'  {src} -> {dst} [dir=none style=dashed constraint=false color="{_TIED_COLOR}" '
             f'fontcolor="{_TIED_COLOR}" label={_quote("tied")}]'
         )
-    label = f" [label={_quote(' ' + edge.label)}]" if edge.label else ""
+    # An edge label is a node of its own on a rank of its own to dot; an xlabel is placed after the layout.
+    label = f" [{'xlabel' if large else 'label'}={_quote(' ' + edge.label)}]" if edge.label else ""
     return f"  {src} -> {dst}{label}"
 
 

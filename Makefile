@@ -26,8 +26,13 @@ dot:
 demo: venv dot
 	$(BIN)/python -m examples.demo
 
+# `make test` spreads whole test files over pytest-xdist workers (a file's module fixtures are built once):
+# one worker per core, at most 4 (the fuzz, distributed and CLI tests start processes of their own).
+# On one core, and with `make test JOBS=0`, everything runs in one process.
+JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; [ $$n -lt 2 ] && n=0; echo $$n)
+
 test: venv dot
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile
 
 bench: venv
 	$(BIN)/python -m bench.run

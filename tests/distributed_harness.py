@@ -59,15 +59,30 @@ def job_env(extra: dict | None = None) -> dict:
 
 
 def torchrun(*args: str, nproc: int = 2, timeout: float = 240, env: dict | None = None, cwd: Path = REPO) -> Result:
-    """``torchrun --nproc-per-node NPROC ARGS`` on a free port; raises AssertionError on timeout."""
-    command = [
-        sys.executable, "-m", "torch.distributed.run",
-        "--nnodes", "1", "--nproc-per-node", str(nproc),
-        "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
-        "--max-restarts", "0",
-        *args,
-    ]  # fmt: skip
-    return run(command, timeout=timeout, env=job_env(env), cwd=cwd)
+    """``torchrun --nproc-per-node NPROC ARGS`` on a free port; raises AssertionError on timeout.
+
+    The port is free when chosen, but another process (a test in a parallel worker) can take it before
+    torchrun listens on it: then torchrun's store fails with EADDRINUSE before any worker starts, and the
+    job is launched again on a new port (at most 3 tries)."""
+    for _ in range(3):
+        command = [
+            sys.executable, "-m", "torch.distributed.run",
+            "--nnodes", "1", "--nproc-per-node", str(nproc),
+            "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
+            "--max-restarts", "0",
+            *args,
+        ]  # fmt: skip
+        result = run(command, timeout=timeout, env=job_env(env), cwd=cwd)
+        if not _port_taken(result):
+            break
+    return result
+
+
+def _port_taken(result: Result) -> bool:
+    """torchrun could not listen on its rendezvous port (its store raised before starting any worker)."""
+    return result.returncode != 0 and "failed to listen on any local network address" in result.stderr and (
+        "EADDRINUSE" in result.stderr
+    )
 
 
 def run(command: list[str], *, timeout: float, env: dict, cwd: Path = REPO) -> Result:

@@ -137,11 +137,11 @@ def test_json_nesting_is_bounded_before_parsing(tmp_path):
 def test_a_name_of_60000_dotted_parts_is_refused_quickly(tmp_path):
     name = ".".join(["a"] * 60_000)
     path = _write(tmp_path / "long.safetensors", {name: {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}, b"\0" * 4)
-    started = time.perf_counter()
+    started = time.process_time()  # CPU seconds: on a loaded machine wall time also counts the neighbours
     with open_checkpoint(str(path)) as ckpt:
         with pytest.raises(CheckpointError, match="nest too deeply to show as a tree"):
             summarize_checkpoint(ckpt)
-    assert time.perf_counter() - started < 30  # was 98 s and 5 GB: every prefix re-joined for every level
+    assert time.process_time() - started < 30  # was 98 s and 5 GB: every prefix re-joined for every level
 
 
 def test_a_2000_deep_chain_of_names_still_makes_a_tree(tmp_path):

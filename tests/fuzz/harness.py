@@ -21,6 +21,9 @@ from tests.fuzz.worker import parses_as_json
 
 REPO = Path(__file__).resolve().parents[2]
 GRACE_S = 10.0  # past the in-process alarm, the worker is killed (a hang in C code the alarm cannot stop)
+#: The time limits are CPU seconds (on 2 shared cores at load 12 a run that needs 3 CPU s takes 60 s of wall
+#: time); a run that waits without using CPU (a blocking read) is stopped after WALL_FACTOR x the limit.
+WALL_FACTOR = 12
 
 
 @dataclass
@@ -68,7 +71,7 @@ class Worker:
             [sys.executable, "-m", "tests.fuzz.worker"], cwd=REPO, env=child_env(self.log),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
         )  # fmt: skip
-        ready = self._receive(120)
+        ready = self._receive(600)  # importing torch: minutes of wall time on a loaded machine
         if not ready:
             raise RuntimeError(f"fuzz worker did not start: {self.log_tail()}")
         for argv in warmup:
@@ -88,7 +91,7 @@ class Worker:
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError):
             return None
-        return self._receive(timeout + GRACE_S)
+        return self._receive(WALL_FACTOR * timeout + GRACE_S)
 
     def log_tail(self) -> str:
         try:
@@ -188,7 +191,9 @@ def run_process(case: Case, command: str, template: list[str], model: str, timeo
             pid, wait_status, rusage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 status, usage = wait_status, rusage
-            elif time.perf_counter() - start > timeout and not run.timed_out:
+            elif not run.timed_out and (
+                _cpu_s(proc.pid) > timeout or time.perf_counter() - start > WALL_FACTOR * timeout
+            ):
                 os.kill(proc.pid, signal.SIGKILL)  # not proc.kill(): it would reap the child, and its rusage
                 run.timed_out = True
             else:
@@ -206,6 +211,16 @@ def run_process(case: Case, command: str, template: list[str], model: str, timeo
         run.stdout, run.stderr = run.stdout[-20000:], run.stderr[-20000:]
     _check_marker(case, run)
     return run, usage.ru_maxrss
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a running child (Linux /proc; 0 once it has exited)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _no_core() -> None:

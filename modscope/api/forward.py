@@ -24,7 +24,14 @@ from modscope.collect.forward.memory import (
     reached_parameters,
     unused_parameters,
 )
-from modscope.collect.forward.meta import input_twins, materialize, meta_copy, real_tensor_islands, tensor_twins
+from modscope.collect.forward.meta import (
+    copy_real_weights,
+    input_twins,
+    materialize,
+    meta_copy,
+    real_tensor_islands,
+    tensor_twins,
+)
 from modscope.collect.forward.meta_fallback import failure_reason, fallback_for, fallback_max_bytes, inside
 from modscope.collect.forward.meta_values import MetaValues
 from modscope.collect.forward.run import PassResult, run_pass
@@ -220,8 +227,21 @@ class _Runner:
                     saved.model = self.model
             with preserved_rng():  # random weights come from a fork of the global generators
                 materialize(module)
+            if self._real_weights_into(result.failure.module, module):
+                fallback = replace(fallback, action=fallback.action.replace("random weights", "the model's own weights"))
             self.fallbacks.append((result.failure.module, module, fallback))
             trial = (result.failure.module, result)
+
+    def _real_weights_into(self, name: str, module: nn.Module) -> bool:
+        """The fallback runs with the weights of the model as given, when it has real ones: then its results
+        (how many boxes survive NMS, which experts are picked) are those of a real pass, not of random weights."""
+        if self.original is self.model:
+            return False
+        try:
+            source = self.original.get_submodule(name) if name else self.original
+        except AttributeError:
+            return False
+        return copy_real_weights(source, module)
 
     def _twins(self) -> MetaValues:
         """The known values of this run: the inputs as given, and the original model's small buffers."""

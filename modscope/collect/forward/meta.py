@@ -90,6 +90,24 @@ def materialize(module: nn.Module, device: str = "cpu") -> None:
                 reset()
 
 
+def copy_real_weights(source: nn.Module, target: nn.Module) -> bool:
+    """Copy ``source``'s parameter and buffer values into the materialized ``target`` (its meta copy), tensor by
+    tensor in walk order; False, copying nothing, when ``source`` holds meta tensors or the two differ."""
+    def tensors(module):
+        return [t for v in visits(module) if v.first for t in (*v.module._parameters.values(), *v.module._buffers.values())
+                if t is not None]
+
+    pairs = list(zip(tensors(source), tensors(target)))
+    if len(pairs) != len(tensors(target)) or any(
+        s.is_meta or s.shape != t.shape or s.dtype != t.dtype or s.layout is not torch.strided for s, t in pairs
+    ):
+        return False
+    with torch.no_grad():
+        for s, t in pairs:
+            t.copy_(s.detach())
+    return True
+
+
 def _materialize_attribute(module: nn.Module, attr: str, value, device: str) -> None:
     if isinstance(value, torch.Tensor) and value.is_meta:
         setattr(module, attr, _random_like(value, device))

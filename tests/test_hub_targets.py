@@ -242,6 +242,9 @@ def test_cli_summary_of_a_folder_checks_its_weights(saved, cache):
     document = json.loads(done.stdout)
     assert document["weights"]["schema"] == "modscope.check/1" and document["weights"]["missing"] == []
     assert any(set(g["names"]) == {"transformer.wte.weight", "lm_head.weight"} for g in document["shared"])
+    meta = [w for w in document["warnings"] if w["code"] == "meta_tensor"]
+    assert [w["severity"] for w in meta] == ["info"], "modscope chose meta itself: not a warning about the model"
+    assert "built on meta from the config by modscope" in meta[0]["message"]
 
 
 def test_cli_check_and_grads_on_cached_and_folder_targets(saved, cache):

@@ -176,7 +176,7 @@ def load_target(
 
     kwargs = parse_constructor_args(args or (), args_json)
     kind = hub_kind(target)
-    if kind is not None and device is None and not values and weights is None:
+    if builds_on_meta(target, device, values=values, weights=weights):
         device = "meta"
     model = load_model(target, kwargs=kwargs, trust=trust, device=device)
     if kind == "hf" and weights is None and values:
@@ -191,6 +191,28 @@ def load_target(
 
             load_weights(model, weights, key=key, trust=trust)
     return model
+
+
+def builds_on_meta(target: str, device=None, *, values: bool, weights: str | None) -> bool:
+    """Whether ``load_target`` builds this Hugging Face/timm target on meta by its own choice (no values needed)."""
+    from modscope.load.hub import hub_kind
+
+    return hub_kind(target) is not None and device is None and not values and weights is None
+
+
+def as_chosen_meta(report):
+    """``report`` with its meta-tensor warning turned into an info: modscope built the model on meta itself."""
+    from dataclasses import replace
+
+    from modscope.report import Severity
+
+    warnings = tuple(
+        replace(w, severity=Severity.INFO, message="built on meta from the config by modscope (no weights read): "
+                "counts, shapes and the tree only; give --input for a forward pass or --weights for values")
+        if w.code == "meta_tensor" else w
+        for w in report.warnings
+    )
+    return replace(report, warnings=warnings)
 
 
 def default_weights(target: str) -> str | None:

@@ -24,6 +24,8 @@ from modscope.cli.common import (
     TrainModeOpt,
     TrustOpt,
     WeightsOpt,
+    as_chosen_meta,
+    builds_on_meta,
     load_target,
     reporting_errors,
 )
@@ -120,6 +122,8 @@ def summary(
                 _emit_summary(job, exc.partial, **options)
             raise
         if report is not None:  # None on the ranks that do not print
+            if builds_on_meta(target, device if device != "cpu" else None, values=values, weights=weights):
+                report = as_chosen_meta(report)
             fit = _weights_fit(model, target) if weights is None and not values else None
             _emit_summary(job, report, fit=fit, **options)
 

@@ -151,3 +151,27 @@ def test_a_model_cast_and_changed_inside_gets_its_own_data_back():
         model(torch.randn(2, 4, dtype=torch.float64))
     assert_unchanged(model, before)
     assert model.w.data_ptr() == address  # the user's own storage, not a copy cast back
+
+
+def test_python_and_numpy_generators_carry_between_carried_passes_and_are_put_back():
+    import random
+
+    import numpy as np
+
+    class Draws(nn.Module):
+        def forward(self, x):
+            return x + random.random() + float(np.random.rand())
+
+    model, x = Draws(), torch.zeros(1)
+    random.seed(5)
+    np.random.seed(5)
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    with preserved_state(model, carry=True):
+        with preserved_state(model):
+            first = model(x)
+        with preserved_state(model):
+            second = model(x)
+    assert not torch.equal(first, second)  # the inner passes leave the generators advanced for each other
+    assert random.getstate() == python_state
+    after = np.random.get_state()
+    assert after[0] == numpy_state[0] and np.array_equal(after[1], numpy_state[1]) and after[2:] == numpy_state[2:]

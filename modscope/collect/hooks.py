@@ -115,7 +115,9 @@ def preserved_state(
     cuda = {torch.device(d) for d in rng_devices} | {s.device for s in tensors.values()}
     cuda_indices = sorted({d.index or 0 for d in cuda if d.type == "cuda"})
     try:
-        with preserved_rng(cuda_indices):
+        # inside a carrying state Python's and numpy's generators carry too: a forward drawing from unseeded
+        # ``random`` differs run to run, as it would for the user
+        with preserved_rng(cuda_indices, host=not inner):
             yield model
     finally:
         if token is not None:
@@ -145,18 +147,19 @@ def preserved_state(
 
 
 @contextlib.contextmanager
-def preserved_rng(cuda_indices: list[int] = ()) -> Iterator[None]:
+def preserved_rng(cuda_indices: list[int] = (), *, host: bool = True) -> Iterator[None]:
     """Put back the global random generators a model or modscope may draw from: torch's CPU generator and the
-    CUDA generators of ``cuda_indices``, numpy's global ``RandomState`` (when numpy is loaded: SpecAugment in
-    wav2vec2 draws from it) and Python's ``random``."""
-    numpy = sys.modules.get("numpy")
+    CUDA generators of ``cuda_indices``, and with ``host`` numpy's global ``RandomState`` (when numpy is
+    loaded: SpecAugment in wav2vec2 draws from it) and Python's ``random``."""
+    numpy = sys.modules.get("numpy") if host else None
     numpy_state = numpy.random.get_state() if numpy is not None else None
-    python_state = random.getstate()
+    python_state = random.getstate() if host else None
     try:
         with torch.random.fork_rng(devices=list(cuda_indices)):
             yield
     finally:
-        random.setstate(python_state)
+        if python_state is not None:
+            random.setstate(python_state)
         if numpy_state is not None:
             numpy.random.set_state(numpy_state)
 

@@ -145,22 +145,27 @@ def timing_overhead(device: str, repeat: int = 5) -> None:
     import modscope
 
     rows = []
+    clocks = ("auto", "events") if device == "cuda" else ("auto",)
     for name, build, data in (("resnet50", _resnet50, "resnet50"), ("mlp 100x Linear(64)", _mlp, "mlp")):
         model = build()
         x, _ = _data(data, "cpu")
-        start = time.perf_counter()
-        report = modscope.time_layers(model, x, backward=True, warmup=2, repeat=repeat, device=device)
-        total = time.perf_counter() - start
-        for label, p in (("forward", report.forward), ("backward", report.backward)):
-            rows.append([name, label, p.bare.median / 1e6, p.hooked.median / 1e6,
-                         f"{(p.hooked.median / p.bare.median - 1) * 100:+.1f}%", f"{p.coverage:.0%}"])
-        modules = len(report.layers)
-        rows.append([name, f"whole time_layers call ({modules} modules, {2 * (2 + repeat)} iterations)",
-                     "", total * 1e3, "", ""])
+        for clock in clocks:
+            start = time.perf_counter()
+            report = modscope.time_layers(model, x, backward=True, warmup=2, repeat=repeat, device=device,
+                                          clock=clock)
+            total = time.perf_counter() - start
+            for label, p in (("forward", report.forward), ("backward", report.backward)):
+                rows.append([name, report.clock, label, p.bare.median / 1e6, p.hooked.median / 1e6,
+                             f"{(p.hooked.median / p.bare.median - 1) * 100:+.1f}%", f"{p.coverage:.0%}",
+                             f"{p.layer_sum / p.hooked.median:.0%}", p.queued_ahead])
+            modules = len(report.layers)
+            rows.append([name, report.clock, f"whole time_layers call ({modules} modules, {2 * (2 + repeat)} "
+                         "iterations)", "", total * 1e3, "", "", "", ""])
     print_table(
-        f"time_layers: pass times without hooks vs while timing every module, {report.clock} on {report.device}, "
+        f"time_layers: pass times without hooks vs while timing every module, on {report.device}, "
         f"batch {BATCH[device]}, median of {repeat}",
-        ["model", "pass", "unhooked ms", "hooked ms", "overhead", "per-layer sum / unhooked"],
+        ["model", "clock", "pass", "unhooked ms", "hooked ms", "overhead", "per-layer sum / unhooked",
+         "per-layer sum / hooked", "queued ahead"],
         rows,
     )
 
@@ -229,18 +234,19 @@ def finiteness_checks(device: str, repeat: int = 20) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    benches = {"watch": watch_overhead, "timing": timing_overhead, "nan": nan_tracing, "finite": finiteness_checks}
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    device = parser.parse_args(argv if argv is not None else []).device
+    parser.add_argument("--only", choices=sorted(benches), action="append", help="run only these (repeatable)")
+    options = parser.parse_args(argv if argv is not None else [])
+    device = options.device
     if device == "cuda" and not torch.cuda.is_available():
         sys.exit("bench.training --device cuda: no CUDA device is available here")
     torch.manual_seed(0)
     torch.set_num_threads(1)
     print(f"torch {torch.__version__}, device {device}" + (f" ({torch.cuda.get_device_name()})" if device == "cuda" else ""))
-    watch_overhead(device)
-    timing_overhead(device)
-    nan_tracing(device)
-    finiteness_checks(device)
+    for name in options.only or benches:
+        benches[name](device)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,9 @@ class VirtualClock:
     def sync(self) -> None:
         pass
 
+    def close(self) -> None:
+        pass
+
     def since(self, start: int, mark: int) -> float:
         return float(mark - start)
 
@@ -299,7 +302,7 @@ def test_cuda_events_one_sync_per_iteration(monkeypatch):
     monkeypatch.setattr(torch.cuda, "synchronize", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
     before = snapshot(model)
     report = modscope.time_layers(model, torch.randn(8, 3, 224, 224), device="cuda", backward=True, warmup=2,
-                                  repeat=5)
+                                  repeat=5, clock="events")
     assert_unchanged(model, before)
     iterations = 2 + 5 + 2 + 5  # bare warm-up and repeats, hooked warm-up and repeats
     assert len(calls) == iterations + 1 + 50  # plus the hold's calibration and the clock's resolution probe

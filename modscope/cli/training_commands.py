@@ -172,6 +172,11 @@ class Device(str, Enum):
     CUDA = "cuda"
 
 
+class CudaClockChoice(str, Enum):
+    AUTO = "auto"
+    EVENTS = "events"
+
+
 @app.command()
 def time(
     target: Target,
@@ -192,12 +197,16 @@ def time(
     warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed runs first.")] = 3,
     repeat: Annotated[int, typer.Option("--repeat", min=1, help="Timed runs (median and p90 over them).")] = 10,
     top: Annotated[int, typer.Option("--top", min=0, help="Show the K slowest modules (0: all).")] = 20,
+    clock: Annotated[CudaClockChoice, typer.Option(
+        "--clock", help="On CUDA: auto (kernel timestamps from CUPTI where torch's profiler has them, else "
+        "events) or events (a CUDA event at every module boundary).")] = CudaClockChoice.AUTO,
     json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Per-module self and total time, forward and optionally backward, slowest first.
 
-    CPU times come from perf_counter_ns, GPU times from CUDA events (one synchronisation per iteration).
+    CPU times come from perf_counter_ns; GPU times from CUPTI's kernel timestamps, or CUDA events (one
+    synchronisation per iteration either way).
     """
     with reporting_errors(debug, clean_stdout=json):
         import modscope
@@ -208,6 +217,6 @@ def time(
         )
         report = modscope.time_layers(
             model, model_inputs, device=device.value, backward=backward, warmup=warmup, repeat=repeat,
-            loss=loss.value, target=_loss_target(loss_target, loss), name=target,
+            loss=loss.value, target=_loss_target(loss_target, loss), name=target, clock=clock.value,
         )
         emit(report, as_json=json, view=timing_view(report, top=top or None))

@@ -38,6 +38,8 @@ def timing_view(report: TimingReport, *, top: int | None = 20) -> Group:
                     "-" if t.backward_share is None else f"{t.backward_share:.1%}"]
         table.add_row(*row)
     parts = [header, table, _pass_line("forward", report.forward)]
+    if report.clock_note:
+        parts.insert(1, Text(f"  layers timed with {report.clock_note}", style="yellow"))
     if report.backward is not None:
         parts.append(_pass_line("backward", report.backward))
     held = [f"{name} {p.queued_ahead:.0%}" for name, p in (("forward", report.forward), ("backward", report.backward))

@@ -80,13 +80,14 @@ class TimingReport(Presented):
 
     model: ModelRef
     device: str
-    clock: str  # "perf_counter_ns" (CPU) or "cuda_event"
+    clock: str  # "perf_counter_ns" (CPU), "cupti_kernels" or "cuda_event" (CUDA)
     resolution_ns: float
     warmup: int
     repeat: int
     forward: PassTiming
     backward: PassTiming | None
     layers: tuple[LayerTiming, ...]  # slowest first (forward + backward self time)
+    clock_note: str | None = None  # CUDA: why layers were timed with events rather than kernel timestamps
 
     def layer(self, name: str) -> LayerTiming:
         for t in self.layers:
@@ -100,6 +101,7 @@ class TimingReport(Presented):
             "model": asdict(self.model),
             "device": self.device,
             "clock": self.clock,
+            "clock_note": self.clock_note,
             "resolution_ns": self.resolution_ns,
             "warmup": self.warmup,
             "repeat": self.repeat,

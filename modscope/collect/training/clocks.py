@@ -40,6 +40,9 @@ class CpuClock:
     def sync(self) -> None:
         pass
 
+    def close(self) -> None:
+        pass
+
     def since(self, start: int, mark: int) -> float:
         return float(mark - start)
 
@@ -81,6 +84,9 @@ class CudaClock:
 
     def sync(self) -> None:
         torch.cuda.synchronize(self.device)
+
+    def close(self) -> None:
+        pass
 
     def since(self, start: torch.cuda.Event, mark: torch.cuda.Event) -> float:
         return start.elapsed_time(mark) * 1e6  # ms -> ns
@@ -150,7 +156,10 @@ class QueueAhead:
         self._since = 0
         self._intervals: list | None = None
 
-    def begin(self) -> None:
+    def begin(self, clock=None) -> None:
+        """A new iteration, its marks taken on ``clock`` (default: the one given at construction)."""
+        if clock is not None:
+            self.clock = clock
         self.waits = []
         self._intervals = None
 

@@ -24,6 +24,7 @@ from modscope.collect.hooks import module_hooks, preserved_state
 from modscope.collect.recursion import recursion_room
 from modscope.collect.static.tensors import trainable_parameters
 from modscope.collect.training.clocks import QueueAhead, clock_for, resolve_device
+from modscope.collect.training.kernel_clock import KernelClock, KernelTraceError, unusable_reason
 from modscope.collect.training.loss import Loss, LossKind, loss_kind, make_loss
 from modscope.core.walk import copy_if_lazy, move, visits
 from modscope.errors import ForwardError, UsageError
@@ -43,16 +44,22 @@ def time_layers(
     loss: Loss = LossKind.MEAN,
     target: torch.Tensor | None = None,
     name: str | None = None,
+    clock: str = "auto",
 ) -> TimingReport:
     """Time every module of ``model`` on ``inputs`` (moved with the model to ``device`` for the run only).
 
     >>> report = modscope.time_layers(model, torch.randn(8, 3, 224, 224), backward=True)
     >>> [(t.name, t.forward_self.median) for t in report.layers[:5]]      # slowest first, nanoseconds
+
+    ``clock``: on CUDA, ``"auto"`` times layers from CUPTI's kernel timestamps (nothing added to the stream)
+    where torch's profiler can trace kernels, else with CUDA events; ``"events"`` always with events.
     """
     if not isinstance(model, nn.Module):
         raise UsageError(f"expected a torch.nn.Module, got {type(model).__name__}")
     if warmup < 0 or repeat < 1:
         raise UsageError("--warmup must be >= 0 and --repeat >= 1")
+    if clock not in ("auto", "events"):
+        raise UsageError(f"--clock {clock!r}: use auto or events")
     kind = loss_kind(loss)
     model = copy_if_lazy(model)  # a lazy model's first forward would materialise it in place
     home = next((t.device for v in visits(model) for t in (*v.module._parameters.values(), *v.module._buffers.values())
@@ -62,18 +69,33 @@ def time_layers(
     with preserved_state(model, rng_devices=(device,)), torch.enable_grad(), recursion_room(depth):
         move(model, device)
         run = _Runner(model, as_model_inputs(inputs).to(device), clock_for(device), backward, kind, target)
-        timer = _LayerTimer(model, run.clock, backward, run.holds)
-        bare, hooked, held = [], [], []
-        for i in range(warmup + repeat):  # unhooked and hooked iterations take turns: drifts hit both
-            if i == warmup:
-                timer.drop_warmup()
-            bare.append(run())
-            held.append(run.holds.held)
-            with timer.hooks():
-                hooked.append(run(timer))
-            held.append(run.holds.held)
-        bare, hooked, held = bare[warmup:], hooked[warmup:], held[2 * warmup:]
-    return _report(model, name, device, run.clock, warmup, repeat, backward, bare, hooked, timer, held)
+        note = None
+        if device.type == "cuda":
+            reason = "asked for" if clock == "events" else unusable_reason()
+            note = None if reason is None else f"CUDA events: {reason}"
+        if device.type == "cuda" and note is None:
+            try:
+                return _measure(run, model, name, device, KernelClock(run.clock), warmup, repeat, backward, None)
+            except KernelTraceError as why:
+                note = f"CUDA events: {why}"
+                run.holds = QueueAhead(run.clock)
+        return _measure(run, model, name, device, run.clock, warmup, repeat, backward, note)
+
+
+def _measure(run, model, name, device, clock, warmup, repeat, backward, note) -> TimingReport:
+    """Unhooked passes timed on ``run``'s clock and hooked ones on ``clock``, in turns."""
+    timer = _LayerTimer(model, clock, backward, run.holds)
+    bare, hooked, held = [], [], []
+    for i in range(warmup + repeat):  # unhooked and hooked iterations take turns: drifts hit both
+        if i == warmup:
+            timer.drop_warmup()
+        bare.append(run())
+        held.append(run.holds.held)
+        with timer.hooks():
+            hooked.append(run(timer))
+        held.append(run.holds.held)
+    bare, hooked, held = bare[warmup:], hooked[warmup:], held[2 * warmup:]
+    return _report(model, name, device, clock, warmup, repeat, backward, bare, hooked, timer, held, note)
 
 
 class _Runner:
@@ -88,14 +110,21 @@ class _Runner:
             raise UsageError("--backward needs trainable parameters, and every parameter is frozen")
 
     def __call__(self, timer: "_LayerTimer | None" = None) -> tuple[float, float | None]:
-        """(forward ns, backward ns or None) of one iteration, with ``timer``'s hooks recording if given."""
-        clock = self.clock
+        """(forward ns, backward ns or None) of one iteration, with ``timer``'s hooks recording (on its clock)
+        if given."""
+        clock = self.clock if timer is None else timer.clock
         clock.reset()
+        try:
+            return self._iteration(clock, timer)
+        finally:
+            clock.close()
+
+    def _iteration(self, clock, timer):
         if timer is not None:
             timer.begin()
         hooked = timer is not None
         holds = self.holds
-        holds.begin()
+        holds.begin(clock)
         holds.start((hooked, "forward"))
         start = clock.mark()
         try:
@@ -271,7 +300,7 @@ def _stat(values: list[float]) -> TimeStat:
     return TimeStat(statistics.median(ordered), ordered[max(0, math.ceil(0.9 * len(ordered)) - 1)])
 
 
-def _report(model, name, device, clock, warmup, repeat, backward, bare, hooked, timer, held) -> TimingReport:
+def _report(model, name, device, clock, warmup, repeat, backward, bare, hooked, timer, held, note) -> TimingReport:
     layers = []
     for module, samples in timer.samples.items():
         layers.append((module, {key: _stat(values) for key, values in samples.items()}))
@@ -307,6 +336,7 @@ def _report(model, name, device, clock, warmup, repeat, backward, bare, hooked, 
         model=ModelRef(type(model).__name__, name),
         device=str(device),
         clock=clock.name,
+        clock_note=note,
         resolution_ns=clock.resolution_ns,
         warmup=warmup,
         repeat=repeat,

@@ -7,6 +7,7 @@ operations an analysis needs (``train``, ``to``, ``to_empty``, ``deepcopy``) are
 from __future__ import annotations
 
 import copy
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -113,8 +114,65 @@ def deep_copy(root: nn.Module, memo: dict | None = None) -> nn.Module:
             if is_lazy(t) and id(t) not in memo:
                 memo[id(t)] = fresh_lazy(t)
     for module in reversed(tree):
-        copy.deepcopy(module, memo)
+        if id(module) not in memo:
+            _copy_module(module, memo)
     return memo[id(root)]
+
+
+_TABLES = ("_parameters", "_buffers", "_modules")
+
+
+def _plain_pickling(cls: type) -> bool:
+    """Does ``copy.deepcopy`` of an instance of ``cls`` reduce to: a new object, then ``Module.__setstate__`` of
+    its deep-copied ``__dict__``? (No ``__deepcopy__``, reduction, state hooks or slots of its own.)"""
+    return (
+        getattr(cls, "__deepcopy__", None) is None
+        and cls.__reduce_ex__ is object.__reduce_ex__
+        and cls.__reduce__ is object.__reduce__
+        and getattr(cls, "__getstate__", None) is getattr(nn.Module, "__getstate__", None)
+        and cls.__setstate__ is nn.Module.__setstate__
+        and not any("__slots__" in vars(k) for k in cls.__mro__ if k is not object)
+    )
+
+
+def _copy_module(module: nn.Module, memo: dict) -> None:
+    """``copy.deepcopy(module, memo)``, without the generic reduce/reconstruct machinery where the class
+    pickles plainly (it costs ~0.15 ms a module, a third of a small model's meta summary): the tensor and
+    child tables are rebuilt from ``memo`` (children are copied before their parents), everything else in the
+    instance dict is deep-copied as deepcopy would."""
+    cls = type(module)
+    if not _plain_pickling(cls):
+        copy.deepcopy(module, memo)
+        return
+    new = cls.__new__(cls)
+    memo[id(module)] = new
+    state = {}
+    for key, value in module.__dict__.items():
+        if key == "_compiled_call_impl":  # Module.__getstate__ leaves it out
+            continue
+        if key in _TABLES and type(value) is dict:
+            state[key] = {k: None if v is None else memo[id(v)] if id(v) in memo else copy.deepcopy(v, memo)
+                          for k, v in value.items()}
+        else:
+            state[key] = _copied(value, memo)
+    new.__setstate__(state)
+
+
+_ATOMIC = (type(None), bool, int, float, str)
+_EMPTY_CONTAINERS = (dict, OrderedDict, set, list)
+
+
+def _copied(value, memo: dict):
+    """``copy.deepcopy(value, memo)``, short-cut for what every module holds: atoms, empty hook tables
+    and sets of names (deepcopy reduces an ``OrderedDict`` or a ``set`` through ``__reduce_ex__``)."""
+    kind = type(value)
+    if kind in _ATOMIC:
+        return value
+    if kind in _EMPTY_CONTAINERS and not value:
+        return kind()
+    if kind is set and all(type(v) is str for v in value):
+        return set(value)
+    return copy.deepcopy(value, memo)
 
 
 def fresh_lazy(t: torch.Tensor, device=None) -> torch.Tensor:

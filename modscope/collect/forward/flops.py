@@ -36,6 +36,11 @@ CAN_LIST_UNCOUNTED = callable(getattr(FlopCounterMode, "_count_flops", None))
 
 _Inner = getattr(flop_counter, "_FlopCounterMode", None)
 _CIA = torch._C.DispatchKey.CompositeImplicitAutograd
+_NORMS = {
+    getattr(getattr(torch.ops.aten, op, None), "default", None)
+    for op in ("native_batch_norm", "native_layer_norm", "native_group_norm", "_native_batch_norm_legit",
+               "_native_batch_norm_legit_no_training")
+} - {None}
 # Ops that _FlopCounterMode hands back (NotImplemented) untouched: they must keep going through it.
 _PASSED_BACK = {
     getattr(getattr(torch.ops, ns), op, None)
@@ -160,7 +165,12 @@ if _Inner is not None:
 
 
 def _runs_directly(func) -> bool:
-    """An op _FlopCounterMode would only run and count: no decomposition to try, nothing handed back."""
+    """An op _FlopCounterMode would only run and count: no decomposition to try, nothing handed back. The
+    normalizations run whole although torch registers Python decompositions for them: they have no FLOP
+    formula and neither have the pointwise ops they decompose into, so decomposing counts nothing more, while
+    on meta it turned every batch norm into a dozen dispatched ops (a third of a small model's meta pass)."""
+    if func in _NORMS:
+        return True
     if not isinstance(func, torch._ops.OpOverload) or func._overloadpacket in _PASSED_BACK:
         return False
     try:

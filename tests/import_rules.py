@@ -1,7 +1,7 @@
 """The package's import graph, read from source (``ast``, function-level imports included), and its rules.
 
 Layers, lowest first; a module may import from the layers its own may import (``MAY_IMPORT``), never up:
-load/inputs -> collect -> report <- render <- front doors. ``check(root)`` returns one line per broken
+load/inputs -> collect -> reports <- render <- front doors. ``check(root)`` returns one line per broken
 rule, naming the files, so a failing test says what to move.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 LAYERS = {
     "base": ("modscope.errors", "modscope.core"),
-    "report": ("modscope.report",),
+    "reports": ("modscope.reports",),
     "load": ("modscope.load", "modscope.checkpoint"),
     "collect": ("modscope.collect",),
     "render": ("modscope.render",),
@@ -21,11 +21,11 @@ LAYERS = {
 }
 MAY_IMPORT = {
     "base": {"base"},
-    "report": {"base", "report"},
-    "load": {"base", "report", "load"},
-    "collect": {"base", "report", "load", "collect"},
-    "render": {"base", "report", "render"},
-    "api": {"base", "report", "load", "collect", "render", "api"},
+    "reports": {"base", "reports"},
+    "load": {"base", "reports", "load"},
+    "collect": {"base", "reports", "load", "collect"},
+    "render": {"base", "reports", "render"},
+    "api": {"base", "reports", "load", "collect", "render", "api"},
     "doors": set(LAYERS),
 }
 ROOT_LAYER = "doors"  # modscope/__init__.py resolves the public names

@@ -13,8 +13,8 @@ import torch.nn as nn
 
 import modscope
 from modscope.errors import UsageError
-from modscope.report import Severity
-from modscope.report.static import FINDING_CODES
+from modscope.reports import Severity
+from modscope.reports.static import FINDING_CODES
 
 T = 6
 

@@ -10,7 +10,7 @@ import torch.nn as nn
 from modscope.checkpoint import open_checkpoint
 from modscope.collect.statedict.checkpoint import summarize_checkpoint
 from modscope.errors import CheckpointError, UnsafeLoadError
-from modscope.report import SharedKind
+from modscope.reports import SharedKind
 from tests.checkpoint_files import (
     Small,
     small_state,

@@ -360,7 +360,7 @@ def test_rank_ranges_and_failures_text():
 
 def test_merge_findings_labels_ranks():
     from modscope.api.distributed import merge_findings
-    from modscope.report import Finding
+    from modscope.reports import Finding
 
     same = Finding("a", "x", "everywhere")
     merged = merge_findings(

@@ -12,7 +12,7 @@ import modscope
 from modscope.errors import ForwardError, UsageError
 from modscope.load.inputs import ModelInputs
 from modscope.render.json import dumps
-from modscope.report.forward import Record, TensorMeta
+from modscope.reports.forward import Record, TensorMeta
 from tests import forward_models as fm
 from tests.contract import assert_unchanged, snapshot
 
@@ -271,7 +271,7 @@ def _example(name: str):
 
 def test_describe_cuts_big_and_deep_structures_short():
     from modscope.collect.forward.structure import MAX_DEPTH, MAX_ITEMS, describe
-    from modscope.report.forward import Opaque
+    from modscope.reports.forward import Opaque
 
     many = describe([torch.zeros(1)] * (MAX_ITEMS + 5))
     assert len(many) == MAX_ITEMS + 1 and many[-1] == Opaque("…", "5 more")

@@ -11,7 +11,7 @@ from rich.console import Console
 from torch.utils.flop_counter import FlopCounterMode
 
 import modscope
-from modscope.report.forward import TensorMeta
+from modscope.reports.forward import TensorMeta
 from tests.contract import assert_unchanged, snapshot
 
 

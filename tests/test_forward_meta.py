@@ -12,7 +12,7 @@ from bench.decoder import decoder_tiny
 from examples.d2l_blocks import Chimera, FixedHiddenMLP
 from modscope.collect.forward.meta import meta_copy
 from modscope.errors import ForwardError
-from modscope.report.forward import TensorMeta
+from modscope.reports.forward import TensorMeta
 from tests import forward_models as fm
 from tests.contract import assert_unchanged, snapshot
 

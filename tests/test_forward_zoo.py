@@ -8,7 +8,7 @@ import torch.nn as nn
 import modscope
 from examples import catalog
 from modscope.load.inputs import build_inputs
-from modscope.report.forward import Record, TensorMeta
+from modscope.reports.forward import Record, TensorMeta
 from tests.contract import assert_unchanged, snapshot
 from tests.flop_truth import flop_counter
 

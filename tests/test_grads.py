@@ -11,7 +11,7 @@ import torch.nn as nn
 import modscope
 from modscope.errors import ForwardError, UsageError
 from modscope.render.json import dumps
-from modscope.report import GradStatus, GradThresholds
+from modscope.reports import GradStatus, GradThresholds
 from tests import training_models as tm
 from tests.contract import assert_unchanged, snapshot
 

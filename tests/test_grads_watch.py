@@ -12,7 +12,7 @@ import torch.nn as nn
 
 import modscope
 from modscope.render.json import dumps
-from modscope.report import GradStatus
+from modscope.reports import GradStatus
 from tests import training_models as tm
 
 

@@ -17,7 +17,7 @@ import modscope  # noqa: E402
 from examples import catalog  # noqa: E402
 from modscope.errors import ForwardError, UsageError  # noqa: E402
 from modscope.load.inputs import parse_tensor_spec  # noqa: E402
-from modscope.report.graph import EdgeKind, GraphMode, NodeKind  # noqa: E402
+from modscope.reports.graph import EdgeKind, GraphMode, NodeKind  # noqa: E402
 
 
 def example(name: str):

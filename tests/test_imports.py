@@ -21,7 +21,7 @@ def test_every_package_says_what_it_reads_and_returns():
 
 
 def test_reports_never_import_renderers():
-    reaching = [e for e in edges(REPO) if layer_of(e.source) == "report" and e.target.startswith("modscope.render")]
+    reaching = [e for e in edges(REPO) if layer_of(e.source) == "reports" and e.target.startswith("modscope.render")]
     assert reaching == []
 
 
@@ -36,15 +36,15 @@ def _package(tmp_path: Path, files: dict[str, str]) -> Path:
 def test_the_checker_names_a_lazy_cycle_and_an_upward_import(tmp_path):
     root = _package(tmp_path, {
         "__init__.py": '"""x"""\n',
-        "report/__init__.py": '"""x"""\n',
-        "report/a.py": "def view():\n    from modscope.render.b import show\n    return show\n",
+        "reports/__init__.py": '"""x"""\n',
+        "reports/a.py": "def view():\n    from modscope.render.b import show\n    return show\n",
         "render/__init__.py": '"""x"""\n',
-        "render/b.py": "from modscope.report.a import view\n",
+        "render/b.py": "from modscope.reports.a import view\n",
     })
     problems = check(root)
-    assert any("modscope/report/a.py:2: modscope.report.a (report) imports modscope.render.b (render)" in p
+    assert any("modscope/reports/a.py:2: modscope.reports.a (reports) imports modscope.render.b (render)" in p
                for p in problems), problems
-    assert any(p.startswith("import cycle among modscope.render.b, modscope.report.a") for p in problems), problems
+    assert any(p.startswith("import cycle among modscope.render.b, modscope.reports.a") for p in problems), problems
 
 
 def test_the_checker_sees_relative_and_dynamic_imports_and_unplaced_modules(tmp_path):

@@ -10,7 +10,7 @@ import torch
 import modscope
 from examples.d2l_blocks import FixedHiddenMLP
 from modscope.errors import ForwardError
-from modscope.report.forward import TensorMeta
+from modscope.reports.forward import TensorMeta
 from tests import meta_models as mm
 from tests.contract import assert_unchanged, snapshot
 

@@ -11,7 +11,7 @@ import torch.nn as nn
 import modscope
 from modscope.errors import ForwardError, UsageError
 from modscope.render.json import dumps
-from modscope.report import Origin
+from modscope.reports import Origin
 from tests import training_models as tm
 from tests.contract import assert_unchanged, snapshot
 from tests.test_grads_watch import tensor_hooks

@@ -12,7 +12,7 @@ from rich.console import Console
 import modscope
 from examples.catalog import EXAMPLES
 from modscope.render.views import TERMINAL_VIEWS
-from modscope.report.presented import Presented, present
+from modscope.reports.presented import Presented, present
 
 REPO_ROOT = str(__import__("pathlib").Path(__file__).resolve().parents[1])
 
@@ -75,7 +75,7 @@ def test_a_graph_keeps_svg_and_offers_no_html_so_jupyter_shows_the_drawing():
 
 def test_importing_reports_imports_no_renderer():
     code = (
-        "import sys, modscope.report, modscope.report.graph, modscope.report.checkpoint, modscope.report.diff\n"
+        "import sys, modscope.reports, modscope.reports.graph, modscope.reports.checkpoint, modscope.reports.diff\n"
         "print(sorted(m for m in sys.modules if m.startswith('modscope.render')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, check=True)
@@ -84,8 +84,8 @@ def test_importing_reports_imports_no_renderer():
 
 def test_a_report_shown_before_any_renderer_is_registered_says_what_to_import():
     code = (
-        "from modscope.report.diff import StateDictDiff\n"
-        "from modscope.report.presented import present\n"
+        "from modscope.reports.diff import StateDictDiff\n"
+        "from modscope.reports.presented import present\n"
         "try:\n    present(object.__new__(StateDictDiff), 'rich')\n"
         "except RuntimeError as e:\n    print(e)\n"
     )

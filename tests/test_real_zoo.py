@@ -10,7 +10,7 @@ import dataclasses
 
 import torch
 
-from modscope.report.forward import Opaque, Record, TensorMeta
+from modscope.reports.forward import Opaque, Record, TensorMeta
 from tests.contract import assert_unchanged, snapshot
 from tests.flop_truth import flop_counter
 from tests.real_zoo import HF, TIMM, TORCHVISION, ZOO

@@ -15,8 +15,8 @@ from modscope.checkpoint import Checkpoint, open_checkpoint
 from modscope.collect.statedict.checkpoint import summarize_checkpoint
 from modscope.collect.statedict.compat import check_compat
 from modscope.collect.statedict.diff import diff_checkpoints
-from modscope.report.checkpoint import CheckpointSummary, CompatReport
-from modscope.report.diff import StateDictDiff
+from modscope.reports.checkpoint import CheckpointSummary, CompatReport
+from modscope.reports.diff import StateDictDiff
 
 
 def inspect_checkpoint(source, *, key: str | None = None, trust: bool = False) -> CheckpointSummary:

@@ -32,7 +32,7 @@ from modscope.collect.distributed.ranks import (
 )
 from modscope.collect.static.audit import accept, allowed_codes, nonfinite_finding
 from modscope.errors import EXIT_USAGE, ModscopeError
-from modscope.report import AuditReport, Finding, Severity, SummaryReport, TensorKind
+from modscope.reports import AuditReport, Finding, Severity, SummaryReport, TensorKind
 
 _MAX_LISTED = 5
 

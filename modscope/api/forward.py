@@ -44,8 +44,8 @@ from modscope.core.walk import deep_copy, move, visits
 from modscope.errors import ForwardError, UsageError
 from modscope.load.inputs import ModelInputs, as_model_inputs
 from modscope.render.structure_text import call_str
-from modscope.report import TensorInfo
-from modscope.report.forward import Fallback, ForwardReport
+from modscope.reports import TensorInfo
+from modscope.reports.forward import Fallback, ForwardReport
 
 MAX_FALLBACKS = 16
 

@@ -21,8 +21,8 @@ from modscope.core.walk import copy_if_lazy, join, set_training, visits
 from modscope.errors import ForwardError, UsageError
 from modscope.load.inputs import as_model_inputs
 from modscope.render.collapse import group_children
-from modscope.report import ModuleInfo, SharedKind, SummaryReport
-from modscope.report.graph import (
+from modscope.reports import ModuleInfo, SharedKind, SummaryReport
+from modscope.reports.graph import (
     ColorBy,
     EdgeKind,
     GraphCluster,

@@ -17,7 +17,7 @@ from modscope.collect.static.tree import collect_modules
 from modscope.core.walk import visits
 from modscope.errors import ForwardError, UsageError
 from modscope.load.inputs import parse_dtype
-from modscope.report import AuditReport, ModelRef, SummaryReport, Totals
+from modscope.reports import AuditReport, ModelRef, SummaryReport, Totals
 
 
 def summary(

@@ -17,7 +17,7 @@ from math import prod
 
 import torch
 
-from modscope.report.dcp_layout import ChunkInfo, DcpFile, DcpLayout, TensorLayout
+from modscope.reports.dcp_layout import ChunkInfo, DcpFile, DcpLayout, TensorLayout
 
 
 def dcp_layout(ckpt) -> DcpLayout | None:

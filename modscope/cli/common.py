@@ -204,7 +204,7 @@ def as_chosen_meta(report):
     """``report`` with its meta-tensor warning turned into an info: modscope built the model on meta itself."""
     from dataclasses import replace
 
-    from modscope.report import Severity
+    from modscope.reports import Severity
 
     warnings = tuple(
         replace(w, severity=Severity.INFO, message="built on meta from the config by modscope (no weights read): "

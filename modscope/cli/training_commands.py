@@ -104,7 +104,7 @@ def grads(
     with reporting_errors(debug, clean_stdout=json):
         import modscope
         from modscope.render.grads import grads_view
-        from modscope.report.grads import GradThresholds
+        from modscope.reports.grads import GradThresholds
 
         if not 0 <= vanishing < exploding:
             raise UsageError("--vanishing must be >= 0 and below --exploding")

@@ -1,5 +1,5 @@
 """Collectors: pure functions and context managers that read a model (or a checkpoint's metadata) and return
-plain data, mostly the dataclasses of ``modscope.report``. One folder per concern: ``static`` (no forward
+plain data, mostly the dataclasses of ``modscope.reports``. One folder per concern: ``static`` (no forward
 pass), ``forward`` (one recorded pass: shapes, FLOPs, memory, meta device), ``training`` (gradients, NaN/Inf
 tracing, timing), ``statedict`` (checkpoints and state dicts compared with each other and with models),
 ``graphs`` (recorded dataflow for architecture graphs) and ``distributed`` (DTensor/FSDP2 facts of one rank).

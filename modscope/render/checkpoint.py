@@ -11,7 +11,7 @@ from rich.tree import Tree
 from modscope.core.text import human_bytes, human_count, shape_str
 from modscope.render.collapse import Row, group_children
 from modscope.render.summary_tables import DEFAULT_DEPTH, shared_view
-from modscope.report.checkpoint import CheckpointRef, CheckpointSummary, CompatReport
+from modscope.reports.checkpoint import CheckpointRef, CheckpointSummary, CompatReport
 
 #: entries shown per list before "... and N more" (None: all)
 LIMIT = 20

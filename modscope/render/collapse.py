@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from modscope.report import ModuleInfo
+from modscope.reports import ModuleInfo
 
 
 @dataclass(frozen=True)

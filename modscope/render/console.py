@@ -15,7 +15,7 @@ from modscope.render.summary_tables import (
     shared_view,
     totals_table,
 )
-from modscope.report import AuditReport, SummaryReport
+from modscope.reports import AuditReport, SummaryReport
 
 
 def summary_view(report: SummaryReport, *, depth: int = DEFAULT_DEPTH, collapse: bool = True) -> Group:

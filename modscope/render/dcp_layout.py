@@ -6,7 +6,7 @@ from rich.table import Table
 from rich.text import Text
 
 from modscope.core.text import human_bytes
-from modscope.report.dcp_layout import DcpLayout, TensorLayout
+from modscope.reports.dcp_layout import DcpLayout, TensorLayout
 
 #: data files listed before "... and N more"
 MAX_FILES = 16

@@ -7,7 +7,7 @@ from rich.text import Text
 
 from modscope.core.text import human_count, shape_str
 from modscope.render.checkpoint import LIMIT, capped, name_list, source_label
-from modscope.report.diff import StateDictDiff
+from modscope.reports.diff import StateDictDiff
 
 
 def diff_view(report: StateDictDiff, *, limit: int | None = LIMIT) -> Group:

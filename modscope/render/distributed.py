@@ -6,7 +6,7 @@ from rich.table import Table
 from rich.text import Text
 
 from modscope.core.text import human_bytes, human_count
-from modscope.report.distributed import DistributedInfo, RankInfo
+from modscope.reports.distributed import DistributedInfo, RankInfo
 
 #: gathered reports list every rank up to this many; beyond it, the extremes and a one-line digest
 MAX_RANK_ROWS = 16

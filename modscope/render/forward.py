@@ -10,8 +10,8 @@ from modscope.core.text import human_bytes, human_count, human_flops
 from modscope.render.collapse import Row, group_children
 from modscope.render.structure_text import call_str, structure_str
 from modscope.render.summary_tables import findings_view, module_table, shared_view, summary_title, totals_table
-from modscope.report import SummaryReport
-from modscope.report.forward import ForwardReport, MemoryEstimate, ModuleForward
+from modscope.reports import SummaryReport
+from modscope.reports.forward import ForwardReport, MemoryEstimate, ModuleForward
 
 _SHAPE_WIDTH = 36
 _LISTED = 8

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from modscope.errors import UsageError
 from modscope.render.output import check_output_path, write_output
-from modscope.report.grads import GradReport, GradStatus
+from modscope.reports.grads import GradReport, GradStatus
 
 FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
 _MISSING = (GradStatus.NO_GRAD, GradStatus.ZERO, GradStatus.NONFINITE)

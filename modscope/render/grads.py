@@ -6,7 +6,7 @@ from rich.table import Table
 from rich.text import Text
 
 from modscope.core.text import human_count, sci
-from modscope.report.grads import GradReport, GradStatus, GradWatchReport, ModuleGrad
+from modscope.reports.grads import GradReport, GradStatus, GradWatchReport, ModuleGrad
 
 STYLE = {
     GradStatus.NONFINITE: "bold red",

@@ -13,7 +13,7 @@ from pathlib import Path
 from modscope.core.text import human_count
 from modscope.errors import RenderError, UsageError
 from modscope.render.graphviz import dot_timeout, run_dot
-from modscope.report.graph import ColorBy, EdgeKind, GraphCluster, GraphMode, GraphNode, ModelGraph, NodeKind
+from modscope.reports.graph import ColorBy, EdgeKind, GraphCluster, GraphMode, GraphNode, ModelGraph, NodeKind
 
 FORMATS = ("svg", "png", "pdf", "dot")
 FONT = "Helvetica"

@@ -6,7 +6,7 @@ from rich.table import Table
 from rich.text import Text
 
 from modscope.core.text import sci, shape_str
-from modscope.report.nonfinite import NonfiniteEvent, NonfiniteReport, Origin, TensorStats
+from modscope.reports.nonfinite import NonfiniteEvent, NonfiniteReport, Origin, TensorStats
 
 
 def nonfinite_view(report: NonfiniteReport) -> Group:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from modscope.core.text import shape_str
-from modscope.report.forward import Opaque, Record, TensorMeta
+from modscope.reports.forward import Opaque, Record, TensorMeta
 
 
 def structure_str(value, limit: int | None = None) -> str:

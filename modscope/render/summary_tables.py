@@ -6,7 +6,7 @@ from rich.text import Text
 
 from modscope.core.text import human_bytes, human_count
 from modscope.render.collapse import Row, group_children
-from modscope.report import Severity, SummaryReport
+from modscope.reports import Severity, SummaryReport
 
 DEFAULT_DEPTH = 3
 

@@ -6,7 +6,7 @@ from rich.table import Table
 from rich.text import Text
 
 from modscope.core.text import millis
-from modscope.report.timing import PassTiming, TimingReport
+from modscope.reports.timing import PassTiming, TimingReport
 
 
 def timing_view(report: TimingReport, *, top: int | None = 20) -> Group:

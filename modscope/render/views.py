@@ -17,11 +17,11 @@ from modscope.render.grads import grads_view, watch_view
 from modscope.render.graph import svg_or_none, to_dot, write
 from modscope.render.nonfinite import nonfinite_view
 from modscope.render.timing import timing_view
-from modscope.report import AuditReport, GradReport, GradWatchReport, NonfiniteReport, SummaryReport, TimingReport
-from modscope.report.checkpoint import CheckpointSummary, CompatReport
-from modscope.report.diff import StateDictDiff
-from modscope.report.graph import ModelGraph
-from modscope.report.presented import register
+from modscope.reports import AuditReport, GradReport, GradWatchReport, NonfiniteReport, SummaryReport, TimingReport
+from modscope.reports.checkpoint import CheckpointSummary, CompatReport
+from modscope.reports.diff import StateDictDiff
+from modscope.reports.graph import ModelGraph
+from modscope.reports.presented import register
 
 HTML_WIDTH = 120  # columns of the recorded terminal view shown in a notebook
 

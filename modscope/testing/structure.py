@@ -9,7 +9,7 @@ import torch.nn as nn
 
 from modscope.api.static import audit, summary
 from modscope.collect.static.tensors import dtype_name
-from modscope.report import SharedKind, SummaryReport
+from modscope.reports import SharedKind, SummaryReport
 from modscope.testing._compare import fail
 
 

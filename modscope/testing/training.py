@@ -13,7 +13,7 @@ import torch.nn as nn
 
 from modscope.collect.training.grads import grads
 from modscope.collect.training.nonfinite import find_nonfinite
-from modscope.report import GradStatus
+from modscope.reports import GradStatus
 from modscope.testing._compare import fail, plain_text
 
 LossFn = Callable[[Any], torch.Tensor]

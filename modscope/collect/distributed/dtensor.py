@@ -10,7 +10,7 @@ from functools import lru_cache
 
 import torch
 
-from modscope.report.distributed import ShardingInfo
+from modscope.reports.distributed import ShardingInfo
 
 # --- detection ---------------------------------------------------------------------------------------------
 

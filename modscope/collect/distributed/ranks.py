@@ -19,8 +19,8 @@ from modscope.collect.distributed.dtensor import (
 )
 from modscope.collect.static.audit import count_nonfinite
 from modscope.core.walk import Visit
-from modscope.report import Finding
-from modscope.report.distributed import DistributedInfo, MeshInfo, RankInfo
+from modscope.reports import Finding
+from modscope.reports.distributed import DistributedInfo, MeshInfo, RankInfo
 
 _MAX_LISTED = 5
 _CHUNK = 1 << 22  # elements per step when checksumming (bounded temporary memory)

@@ -17,7 +17,7 @@ from torch.nn.parameter import is_lazy
 
 from modscope.collect.static.tensors import dtype_name
 from modscope.core.walk import join, visits
-from modscope.report import TensorInfo
+from modscope.reports import TensorInfo
 
 
 def lazy_tensors(model: nn.Module) -> list[tuple[str, nn.Module, str, str]]:

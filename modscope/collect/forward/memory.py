@@ -17,8 +17,8 @@ from modscope.collect.forward.precisions import precision_rows
 from modscope.collect.forward.structure import storage_bytes, storage_key
 from modscope.collect.static.tensors import dtype_name
 from modscope.core.walk import visits
-from modscope.report import TensorInfo
-from modscope.report.forward import MemoryEstimate
+from modscope.reports import TensorInfo
+from modscope.reports.forward import MemoryEstimate
 
 #: optimizer -> (state tensors per trainable parameter, what they are)
 OPTIMIZERS = {

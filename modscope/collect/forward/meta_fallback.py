@@ -13,7 +13,7 @@ from modscope.collect.forward.meta import FALLBACK_ENV, FALLBACK_MAX_BYTES, modu
 from modscope.collect.forward.run import PassResult
 from modscope.core.text import human_bytes
 from modscope.errors import UsageError
-from modscope.report.forward import Fallback, Record, TensorMeta
+from modscope.reports.forward import Fallback, Record, TensorMeta
 
 
 def fallback_max_bytes() -> int:

@@ -13,8 +13,8 @@ from typing import Iterable
 
 import torch
 
-from modscope.report import TensorInfo
-from modscope.report.forward import PrecisionRow
+from modscope.reports import TensorInfo
+from modscope.reports.forward import PrecisionRow
 
 #: (precision, the dtype parameters take, the dtype buffers, gradients and activations take)
 PRECISIONS = (

@@ -23,7 +23,7 @@ from modscope.collect.recursion import recursion_room
 from modscope.collect.static.tensors import dtype_name
 from modscope.core.walk import set_training, visits
 from modscope.load.inputs import ModelInputs
-from modscope.report.forward import CallShapes, ForwardFailure, ModuleForward
+from modscope.reports.forward import CallShapes, ForwardFailure, ModuleForward
 
 MAX_VARIANTS = 16
 

@@ -13,7 +13,7 @@ import torch
 
 from modscope.collect.static.tensors import dtype_name
 from modscope.core import nest
-from modscope.report.forward import Opaque, Record, TensorMeta
+from modscope.reports.forward import Opaque, Record, TensorMeta
 
 MAX_ITEMS = 32
 MAX_DEPTH = 6

@@ -25,7 +25,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 from modscope.collect.forward.structure import iter_tensors
 from modscope.collect.graphs.layer_info import hyperparams
 from modscope.core.text import shape_str
-from modscope.report.graph import NodeKind
+from modscope.reports.graph import NodeKind
 
 _MAX_SPLIT_CALLS = 16  # a parameter-free module gets one node per call, up to this many
 _LOOP_SEARCH = 256  # nodes visited when looking for a loop-carried dependency

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections import deque
 
 from modscope.collect.graphs.dataflow import Flow, FlowNode
-from modscope.report.graph import NodeKind
+from modscope.reports.graph import NodeKind
 
 
 def within(name: str, prefix: str) -> bool:

@@ -7,8 +7,8 @@ from collections import Counter, defaultdict
 
 from modscope.collect.static.tensors import dtype_name
 from modscope.errors import CheckpointError
-from modscope.report.checkpoint import CheckpointRef, CheckpointSummary, CheckpointTotals, PrefixNode, StoredTensor
-from modscope.report.static import SharedGroup, SharedKind
+from modscope.reports.checkpoint import CheckpointRef, CheckpointSummary, CheckpointTotals, PrefixNode, StoredTensor
+from modscope.reports.static import SharedGroup, SharedKind
 
 
 def checkpoint_ref(ckpt) -> CheckpointRef:

@@ -15,8 +15,8 @@ from modscope.collect.statedict.checkpoint import checkpoint_ref
 from modscope.collect.statedict.renames import match_prefixes
 from modscope.collect.static.tensors import dtype_name
 from modscope.core.walk import join, visits
-from modscope.report import ModelRef
-from modscope.report.checkpoint import CompatReport, DtypeCast, PrefixFix, ShapeMismatch
+from modscope.reports import ModelRef
+from modscope.reports.checkpoint import CompatReport, DtypeCast, PrefixFix, ShapeMismatch
 
 _EXTRA = "_extra_state"
 

@@ -13,7 +13,7 @@ from modscope.collect.statedict.checkpoint import checkpoint_ref
 from modscope.collect.statedict.renames import match_prefixes
 from modscope.collect.statedict.values import ValueComparer
 from modscope.collect.static.tensors import dtype_name
-from modscope.report.diff import DtypeChange, Rename, ShapeChange, StateDictDiff, ValueChange
+from modscope.reports.diff import DtypeChange, Rename, ShapeChange, StateDictDiff, ValueChange
 
 
 def diff_checkpoints(

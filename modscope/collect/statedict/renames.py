@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Callable, Iterable
 
-from modscope.report.diff import PrefixMove
+from modscope.reports.diff import PrefixMove
 
 #: how many leading dotted components a moved prefix may have (``_orig_mod.module.`` is two)
 MAX_DEPTH = 2

@@ -12,8 +12,8 @@ from modscope.collect.distributed.dtensor import is_dtensor, local_of
 from modscope.collect.static.tensors import CollectedTensors, dtype_name
 from modscope.core.walk import Visit
 from modscope.errors import UsageError
-from modscope.report import Finding, Severity
-from modscope.report.static import FINDING_CODES
+from modscope.reports import Finding, Severity
+from modscope.reports.static import FINDING_CODES
 
 _MAX_LISTED = 5
 

@@ -8,7 +8,7 @@ from torch.nn.parameter import is_lazy
 
 from modscope.collect.static.tensors import CollectedTensors
 from modscope.core.walk import Visit, join, visits
-from modscope.report import Finding
+from modscope.reports import Finding
 
 # nn.Module's own bookkeeping attributes (_parameters, _buffers, _modules, hook tables, ...)
 _MODULE_INTERNALS = frozenset(vars(nn.Module()))

@@ -9,7 +9,7 @@ from torch.nn.parameter import is_lazy
 
 from modscope.collect.distributed.dtensor import MeshRegistry, sharding_of
 from modscope.core.walk import Visit, join
-from modscope.report import SharedGroup, SharedKind, TensorInfo, TensorKind
+from modscope.reports import SharedGroup, SharedKind, TensorInfo, TensorKind
 
 
 def dtype_name(dtype: torch.dtype) -> str:

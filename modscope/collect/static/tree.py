@@ -7,7 +7,7 @@ from torch.nn.parameter import is_lazy
 
 from modscope.collect.static.tensors import CollectedTensors
 from modscope.core.walk import Visit
-from modscope.report import ModuleInfo, SharedGroup, SharedKind
+from modscope.reports import ModuleInfo, SharedGroup, SharedKind
 
 _EXTRA_MAX = 120
 

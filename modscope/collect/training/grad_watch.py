@@ -22,8 +22,8 @@ from modscope.collect.static.tensors import collect_tensors
 from modscope.collect.training.scalars import host_floats
 from modscope.core.walk import visits
 from modscope.errors import UsageError
-from modscope.report.grads import GradStatus, GradStep, GradThresholds, GradWatchReport, ParamGradStats
-from modscope.report.static import ModelRef
+from modscope.reports.grads import GradStatus, GradStep, GradThresholds, GradWatchReport, ParamGradStats
+from modscope.reports.static import ModelRef
 
 _FLUSH_EVERY = 64
 

@@ -21,8 +21,8 @@ from modscope.collect.training.scalars import host_floats
 from modscope.core.walk import copy_if_lazy, visits
 from modscope.errors import ForwardError, UsageError
 from modscope.load.inputs import as_model_inputs
-from modscope.report.grads import GradReport, GradStatus, GradThresholds, ModuleGrad, ParamGrad, worst
-from modscope.report.static import ModelRef, TensorInfo
+from modscope.reports.grads import GradReport, GradStatus, GradThresholds, ModuleGrad, ParamGrad, worst
+from modscope.reports.static import ModelRef, TensorInfo
 
 
 def classify(norm: float | None, thresholds: GradThresholds, *, finite: bool | None = None) -> GradStatus:

@@ -36,8 +36,8 @@ from modscope.collect.training.scalars import host_floats
 from modscope.core.walk import copy_if_lazy, visits
 from modscope.errors import ForwardError, UsageError
 from modscope.load.inputs import as_model_inputs
-from modscope.report.nonfinite import NonfiniteEvent, NonfiniteReport, Origin, TensorStats
-from modscope.report.static import ModelRef
+from modscope.reports.nonfinite import NonfiniteEvent, NonfiniteReport, Origin, TensorStats
+from modscope.reports.static import ModelRef
 
 
 def detect_nonfinite(

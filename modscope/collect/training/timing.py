@@ -29,8 +29,8 @@ from modscope.collect.training.loss import Loss, LossKind, loss_kind, make_loss
 from modscope.core.walk import copy_if_lazy, move, visits
 from modscope.errors import ForwardError, UsageError
 from modscope.load.inputs import as_model_inputs
-from modscope.report.static import ModelRef
-from modscope.report.timing import LayerTiming, PassTiming, TimeStat, TimingReport
+from modscope.reports.static import ModelRef
+from modscope.reports.timing import LayerTiming, PassTiming, TimeStat, TimingReport
 
 
 def time_layers(

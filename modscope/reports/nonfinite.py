@@ -6,8 +6,8 @@ from dataclasses import asdict, dataclass
 from enum import Enum
 from typing import Any
 
-from modscope.report.presented import Presented
-from modscope.report.static import ModelRef
+from modscope.reports.presented import Presented
+from modscope.reports.static import ModelRef
 
 
 class Origin(str, Enum):

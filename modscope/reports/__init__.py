@@ -4,7 +4,7 @@ Reports never format themselves and never import a renderer: their ``__rich__``/
 registry in ``report.presented``, which ``modscope.render.views`` fills; ``to_dict`` gives the JSON documents
 described in docs/json.md.
 """
-from modscope.report.grads import (
+from modscope.reports.grads import (
     GradReport,
     GradStatus,
     GradStep,
@@ -14,9 +14,9 @@ from modscope.report.grads import (
     ParamGrad,
     ParamGradStats,
 )
-from modscope.report.nonfinite import NonfiniteEvent, NonfiniteReport, Origin, TensorStats
-from modscope.report.distributed import DistributedInfo, MeshInfo, RankInfo, ShardingInfo
-from modscope.report.static import (
+from modscope.reports.nonfinite import NonfiniteEvent, NonfiniteReport, Origin, TensorStats
+from modscope.reports.distributed import DistributedInfo, MeshInfo, RankInfo, ShardingInfo
+from modscope.reports.static import (
     AuditReport,
     Finding,
     ModelRef,
@@ -29,8 +29,8 @@ from modscope.report.static import (
     TensorKind,
     Totals,
 )
-from modscope.report.forward import ForwardReport, MemoryEstimate
-from modscope.report.timing import LayerTiming, PassTiming, TimeStat, TimingReport
+from modscope.reports.forward import ForwardReport, MemoryEstimate
+from modscope.reports.timing import LayerTiming, PassTiming, TimeStat, TimingReport
 
 __all__ = [
     "AuditReport",

@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from modscope.report.checkpoint import CheckpointRef
-from modscope.report.presented import Presented
+from modscope.reports.checkpoint import CheckpointRef
+from modscope.reports.presented import Presented
 
 
 @dataclass(frozen=True)

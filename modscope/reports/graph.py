@@ -13,8 +13,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from modscope.report.presented import present
-from modscope.report.static import ModelRef
+from modscope.reports.presented import present
+from modscope.reports.static import ModelRef
 
 
 class GraphMode(str, Enum):

@@ -6,10 +6,10 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from modscope.report.forward import ForwardReport
+    from modscope.reports.forward import ForwardReport
 
-from modscope.report.distributed import DistributedInfo, ShardingInfo
-from modscope.report.presented import Presented
+from modscope.reports.distributed import DistributedInfo, ShardingInfo
+from modscope.reports.presented import Presented
 
 
 class TensorKind(str, Enum):

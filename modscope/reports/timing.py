@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from modscope.report.presented import Presented
-from modscope.report.static import ModelRef
+from modscope.reports.presented import Presented
+from modscope.reports.static import ModelRef
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from modscope.report.dcp_layout import DcpLayout
-from modscope.report.presented import Presented
-from modscope.report.static import ModelRef, SharedGroup
+from modscope.reports.dcp_layout import DcpLayout
+from modscope.reports.presented import Presented
+from modscope.reports.static import ModelRef, SharedGroup
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,33 @@ CALLS = [
     (aten.native_batch_norm.default, (meta(2, 4, 3, dtype=torch.float64), *(meta(4, dtype=torch.float64),) * 4, True, 0.1, 0.0)),
     (aten.native_layer_norm.default, (meta(2, 3, 8), [8], meta(8), meta(8), 1e-5)),
     (aten.native_group_norm.default, (meta(2, 6, 4, 4), meta(6), meta(6), 2, 6, 16, 3, 1e-5)),
+    (aten.mean.dim, (meta(2, 16, 5, 5, channels_last=True), [2, 3], True)),
+    (aten.mean.dim, (meta(2, 3, 4, dtype=torch.bfloat16), [-1], False)),
+    (aten.mean.dim, (meta(2, 3, 4), [1], False), {"dtype": torch.float64}),
+    (aten.sum.dim_IntList, (meta(3, 7, dtype=torch.int64), [0], False)),
+    (aten.sum.dim_IntList, (meta(2, 8, 5, 5, channels_last=True), [], True)),
+    (aten.amax.default, (meta(2, 8, 5, 5, channels_last=True), [1], True)),
+    (aten.amin.default, (meta(6, dtype=torch.float16), [0], False)),
 ]
+
+
+def test_reductions_stand_in_with_the_meta_kernels_metadata_across_shapes_layouts_and_dtypes():
+    """What the CALLS above sample, swept: 4 reductions x 6 inputs x 6 dtypes x 5 dim choices x keepdim."""
+    compared = 0
+    for func in (aten.mean.dim, aten.sum.dim_IntList, aten.amax.default, aten.amin.default):
+        for shape, channels_last in (((2, 8, 5, 5), False), ((2, 8, 5, 5), True), ((3, 7), False), ((6,), False)):
+            for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.bool):
+                for dims in ([], [0], [-1], list(range(len(shape)))):
+                    for keepdim in (False, True):
+                        args = (meta(*shape, dtype=dtype, channels_last=channels_last), dims, keepdim)
+                        try:
+                            expected = metadata(func(*args))
+                        except RuntimeError:
+                            assert on_cpu(func, args, {}) is None  # the CPU kernel refuses it too
+                            continue
+                        assert metadata(on_cpu(func, args, {})) == expected, (func, shape, dtype, dims, keepdim)
+                        compared += 1
+    assert compared > 300
 
 
 def metadata(out):

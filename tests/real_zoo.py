@@ -38,6 +38,7 @@ def _timm(name: str, image=IMAGE, **kwargs):
         model = timm.create_model(name, pretrained=False, num_classes=10, **kwargs)
         return model, _images(image)
 
+    build.target = (f"timm:{name}", {"num_classes": 10, **kwargs}, image)  # for the CLI: target, --args-json
     return build
 
 
@@ -70,6 +71,7 @@ def _hf(config_name: str, model_name: str, inputs: Callable[[Any], ModelInputs],
         model = getattr(transformers, model_name)(cfg)
         return model, inputs(cfg)
 
+    build.config = (config_name, model_name, config)  # for the CLI: a save_pretrained folder of the config
     return build
 
 

@@ -63,7 +63,7 @@ def _hf_specs(model, batch: int, seq_len: int | None) -> dict[str, TensorSpec]:
     float_dtype = _float_dtype(model)
     specs: dict[str, TensorSpec] = {}
     if main == "input_ids" or _two_towers(model, accepted):
-        specs["input_ids"] = _token_ids(_text_config(config), batch, seq_len, "input_ids")
+        specs["input_ids"] = _token_ids(_text_config(config), batch, seq_len, "input_ids", _position_room(model))
     if main == "pixel_values" or _two_towers(model, accepted):
         specs["pixel_values"] = _pixels(getattr(config, "vision_config", None) or config, batch, float_dtype)
     if main == "input_features":
@@ -85,14 +85,29 @@ def _timm_spec(model, batch: int) -> TensorSpec:
     size = model.pretrained_cfg.get("input_size")
     if not (isinstance(size, (tuple, list)) and len(size) == 3 and all(isinstance(s, int) and s > 0 for s in size)):
         raise UsageError(_cannot(model, "no input_size in its pretrained_cfg"))
+    built = _patch_grid_size(model)
+    if built is not None:  # built for another size than the pretrained one (img_size=...): that size
+        size = (size[0], *built)
     return TensorSpec((batch, *size), _float_dtype(model))
 
 
-def _token_ids(config, batch: int, seq_len: int | None, name: str) -> TensorSpec:
+def _patch_grid_size(model: nn.Module) -> tuple[int, int] | None:
+    """The image size a timm patch embedding was built for (ViT, DeiT, Swin, Mixer take no other unless made
+    with ``dynamic_img_size``), or None for models that take any size."""
+    for module in model.modules():
+        size = getattr(module, "img_size", None)
+        if type(module).__name__ == "PatchEmbed" and isinstance(size, tuple) and len(size) == 2:
+            if all(isinstance(s, int) and s > 0 for s in size) and not getattr(module, "dynamic_img_size", False):
+                return size
+    return None
+
+
+def _token_ids(config, batch: int, seq_len: int | None, name: str, room: int | None = None) -> TensorSpec:
     vocab = getattr(config, "vocab_size", None)
     if not isinstance(vocab, int) or vocab < 1:
         raise UsageError(f"cannot make {name}: the config gives no vocab_size (give --input/--kwarg)")
-    limit = _max_positions(config)
+    limits = [v for v in (_max_positions(config), room) if v]
+    limit = min(limits) if limits else None
     length = seq_len or (min(DEFAULT_SEQ_LEN, limit) if limit else DEFAULT_SEQ_LEN)
     if limit and length > limit:
         raise UsageError(f"--seq-len {length}: the model takes at most {limit} positions")
@@ -112,6 +127,16 @@ def _text_config(config):
     if hasattr(config, "get_text_config"):
         return config.get_text_config()
     return getattr(config, "text_config", None) or config
+
+
+def _position_room(model: nn.Module) -> int | None:
+    """Positions a text model can really embed when they are counted from past a padding index (RoBERTa and
+    its kin number positions from ``padding_idx + 1``: 512 rows hold 510 tokens), else None."""
+    for module in model.modules():
+        table, padding = getattr(module, "position_embeddings", None), getattr(module, "padding_idx", None)
+        if isinstance(table, nn.Embedding) and isinstance(padding, int) and not isinstance(padding, bool):
+            return table.num_embeddings - padding - 1
+    return None
 
 
 def _max_positions(config) -> int | None:

@@ -45,4 +45,23 @@ def load_timm(target: str, *, kwargs: dict[str, Any], device=None) -> nn.Module:
     except Exception as exc:
         text = str(exc).strip().splitlines()
         raise LoadError(f"timm.create_model({name!r}) raised {type(exc).__name__}: {text[0] if text else ''}")
+    _record_input_size(model, kwargs)
     return model.eval()
+
+
+def _record_input_size(model: nn.Module, kwargs: dict[str, Any]) -> None:
+    """A model made with ``img_size=``/``in_chans=`` takes that size, but timm leaves its ``pretrained_cfg``
+    saying the pretrained one (224): the default input is made from ``pretrained_cfg``, so say it there
+    (on the model modscope just built, never on a user's)."""
+    cfg = getattr(model, "pretrained_cfg", None)
+    size = kwargs.get("img_size")
+    if not isinstance(cfg, dict) or (size is None and "in_chans" not in kwargs):
+        return
+    channels, *hw = cfg.get("input_size") or (3, None, None)
+    if isinstance(size, int) and size > 0:
+        hw = [size, size]
+    elif isinstance(size, (tuple, list)) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size):
+        hw = list(size)
+    in_chans = kwargs.get("in_chans", channels)
+    if isinstance(in_chans, int) and in_chans > 0 and all(isinstance(v, int) for v in hw):
+        model.pretrained_cfg = {**cfg, "input_size": (in_chans, *hw)}

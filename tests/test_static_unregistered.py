@@ -142,3 +142,25 @@ def test_other_forward_analyses_leave_a_lazy_model_lazy():
         assert_unchanged(model, before)
         assert isinstance(model[0], nn.LazyLinear), name
     assert "0.weight" in {p.name for p in modscope.grads(_lazy(), torch.randn(3, 5)).params}
+
+
+def test_stateless_helpers_kept_in_a_dict_are_one_info_for_all_layers():
+    class Kernels(nn.Module):  # like transformers' attention kernel table: a Func module, no tensors
+        def forward(self, x):
+            return x * 2
+
+    class Attention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = nn.Linear(4, 4)
+            self._kernel_funcs = {"eager": Kernels()}
+
+    class WithDropout(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.helpers = {"drop": nn.Dropout(0.1)}  # mode-dependent: .eval() not reaching it matters
+
+    model = nn.Sequential(Attention(), Attention(), Attention(), WithDropout())
+    findings = [w for w in modscope.summary(model).warnings if w.code == "unregistered_module"]
+    assert [(w.name, w.severity.value) for w in findings] == [("3.helpers", "warning"), ("0._kernel_funcs", "info")]
+    assert findings[1].message.startswith("0._kernel_funcs and 2 more like it: a plain dict holding")

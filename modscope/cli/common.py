@@ -178,6 +178,10 @@ def load_target(
     kind = hub_kind(target)
     if builds_on_meta(target, device, values=values, weights=weights):
         device = "meta"
+    elif kind is not None and str(device) != "meta":
+        from modscope.load.memory_guard import refuse_if_it_cannot_fit
+
+        refuse_if_it_cannot_fit(target, load_model(target, kwargs=kwargs, trust=trust, device="meta"))
     model = load_model(target, kwargs=kwargs, trust=trust, device=device)
     if kind == "hf" and weights is None and values:
         weights = default_weights(target)

@@ -92,9 +92,15 @@ def summary(
         from modscope.api.forward import check_device
         from modscope.cli.common import derived_inputs, given_inputs
         from modscope.errors import ForwardError, UsageError
+        from modscope.load.hub import hub_kind
 
         device = check_device(device)
         model_inputs, auto = given_inputs(input, kwarg, inputs, batch=batch, seq_len=seq_len, device=device or "cpu")
+        if device is None and weights is None and hub_kind(target) is not None and (model_inputs is not None or auto):
+            device = "meta"  # a Hugging Face/timm architecture with no weights: nothing a CPU pass would add
+            chosen_meta = True
+        else:
+            chosen_meta = False
         values = (model_inputs is not None or auto) and device != "meta"
         model = job.build(
             lambda: load_target(
@@ -122,7 +128,8 @@ def summary(
                 _emit_summary(job, exc.partial, **options)
             raise
         if report is not None:  # None on the ranks that do not print
-            if builds_on_meta(target, device if device != "cpu" else None, values=values, weights=weights):
+            if chosen_meta or builds_on_meta(target, device if device != "cpu" else None, values=values,
+                                             weights=weights):
                 report = as_chosen_meta(report)
             fit = _weights_fit(model, target) if weights is None and not values else None
             _emit_summary(job, report, fit=fit, **options)

@@ -9,6 +9,7 @@ from torch.nn.parameter import is_lazy
 from modscope.collect.static.tensors import CollectedTensors
 from modscope.core.walk import Visit, join, visits
 from modscope.reports import Finding
+from modscope.reports.static import Severity
 
 # nn.Module's own bookkeeping attributes (_parameters, _buffers, _modules, hook tables, ...)
 _MODULE_INTERNALS = frozenset(vars(nn.Module()))
@@ -43,6 +44,7 @@ def _unregistered(visited: list[Visit], tensors: CollectedTensors):
     tensor_ids = {id(t) for t in tensors.objects.values()}
     module_ids = {id(v.module) for v in visited}
     counted: set[int] = set()  # hidden parameters already counted by an earlier finding
+    stateless: dict[tuple, list[str]] = {}  # (attribute, container, types) -> where: reported once, as an info
     for visit in visited:
         if not visit.first:
             continue
@@ -53,8 +55,21 @@ def _unregistered(visited: list[Visit], tensors: CollectedTensors):
                 if id(tensor) not in tensor_ids:
                     yield _tensor_finding(join(visit.name, label), tensor)
             hidden = [m for m in plain_modules(value) if id(m) not in module_ids]
-            if hidden:
+            if hidden and _stateless(hidden):  # e.g. transformers' attention kernel table: nothing to move or save
+                kind = (attr, _container(value), tuple(sorted({type(m).__name__ for m in hidden})))
+                stateless.setdefault(kind, []).append(join(visit.name, attr))
+            elif hidden:
                 yield _module_finding(join(visit.name, attr), value, hidden, tensor_ids, counted)
+    for (_, container, types), names in stateless.items():  # one info per kind, not one per layer
+        where = names[0] if len(names) == 1 else f"{names[0]} and {len(names) - 1} more like it"
+        yield Finding(
+            "unregistered_module",
+            names[0],
+            f"{where}: a {container} holding unregistered submodule(s) ({', '.join(types[:3])}"
+            f"{', ...' if len(types) > 3 else ''}) with no parameters, buffers, dropout or normalization: only "
+            "hooks and .train()/.eval() do not reach them",
+            Severity.INFO,
+        )
 
 
 def _tensor_finding(name: str, tensor: torch.Tensor) -> Finding:
@@ -76,7 +91,7 @@ def _module_finding(name: str, value, hidden: list[nn.Module], tensor_ids: set[i
                     counted.add(id(p))
                     params += p.numel()
     types = sorted({type(m).__name__ for m in hidden})
-    container = "module attribute" if isinstance(value, nn.Module) else f"plain {type(value).__name__}"
+    container = _container(value)
     fix = "register it with add_module" if isinstance(value, nn.Module) else (
         "use nn.ModuleDict" if isinstance(value, dict) else "use nn.ModuleList"
     )
@@ -88,6 +103,23 @@ def _module_finding(name: str, value, hidden: list[nn.Module], tensor_ids: set[i
         "run, but .to(), .train()/.eval(), state_dict and model.parameters() (so the optimizer) do not reach "
         f"them ({fix})",
     )
+
+
+def _container(value) -> str:
+    return "module attribute" if isinstance(value, nn.Module) else f"plain {type(value).__name__}"
+
+
+_MODE_DEPENDENT = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._NormBase)
+
+
+def _stateless(hidden: list[nn.Module]) -> bool:
+    """No tensor anywhere under these modules, and none that behaves differently in train and eval mode."""
+    for module in hidden:
+        for visit in visits(module):
+            tensors = (*visit.module._parameters.values(), *visit.module._buffers.values())
+            if isinstance(visit.module, _MODE_DEPENDENT) or any(t is not None for t in tensors):
+                return False
+    return True
 
 
 def plain_modules(value) -> list[nn.Module]:

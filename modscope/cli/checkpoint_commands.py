@@ -17,6 +17,7 @@ from modscope.cli.common import (
     KeyOpt,
     Target,
     TrustOpt,
+    WidthOpt,
     emit,
     reporting_errors,
 )
@@ -49,6 +50,7 @@ def diff(
     trust: TrustOpt = False,
     all_: AllOpt = False,
     json: JsonOpt = False,
+    width: WidthOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Compare two state dicts. Exit 0 identical, 1 different, 2 error (like diff)."""
@@ -63,7 +65,7 @@ def diff(
             b, key=key_b or key, trust=trust, kwargs=kwargs
         ) as right, _progress_bar() as progress:
             report = modscope.diff(left, right, rtol=rtol, atol=atol, keys_only=keys_only, progress=progress)
-        emit(report, as_json=json, view=diff_view(report, limit=None if all_ else 20))
+        emit(report, as_json=json, view=diff_view(report, limit=None if all_ else 20), width=width)
     raise typer.Exit(EXIT_OK if report.identical else EXIT_FINDINGS)
 
 
@@ -81,6 +83,7 @@ def check(
     trust: TrustOpt = False,
     all_: AllOpt = False,
     json: JsonOpt = False,
+    width: WidthOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Would CKPT load into TARGET with load_state_dict(strict=True)? A dry run; exit 0 when it would, else 1."""
@@ -95,7 +98,7 @@ def check(
         if weights is None:
             raise UsageError("check needs the checkpoint to check: give --weights CKPT")
         report = modscope.check(target, weights, key=key, trust=trust, kwargs=kwargs)
-        emit(report, as_json=json, view=compat_view(report, limit=None if all_ else 20))
+        emit(report, as_json=json, view=compat_view(report, limit=None if all_ else 20), width=width)
     if not report.ok:
         raise typer.Exit(EXIT_FINDINGS)
 
@@ -113,7 +116,7 @@ def is_checkpoint_target(target: str, weights: str | None = None) -> bool:
     return True
 
 
-def checkpoint_summary(target, key, trust, depth, expand, tensors, as_json) -> None:
+def checkpoint_summary(target, key, trust, depth, expand, tensors, as_json, width=None) -> None:
     from rich.console import Group
 
     from modscope.render.checkpoint import checkpoint_summary_view, stored_tensor_table
@@ -121,10 +124,10 @@ def checkpoint_summary(target, key, trust, depth, expand, tensors, as_json) -> N
 
     report = _summarize(target, key, trust)
     view = checkpoint_summary_view(report, depth=DEFAULT_DEPTH if depth is None else depth, collapse=not expand)
-    emit(report, as_json=as_json, view=Group(view, stored_tensor_table(report)) if tensors else view)
+    emit(report, as_json=as_json, view=Group(view, stored_tensor_table(report)) if tensors else view, width=width)
 
 
-def checkpoint_tree(target, key, trust, depth, expand, as_json) -> None:
+def checkpoint_tree(target, key, trust, depth, expand, as_json, width=None) -> None:
     from modscope.render.checkpoint import checkpoint_tree_view
 
     report = _summarize(target, key, trust)
@@ -135,7 +138,8 @@ def checkpoint_tree(target, key, trust, depth, expand, as_json) -> None:
     }
     if report.layout is not None:
         document["layout"] = report.layout.to_dict()
-    emit(document if as_json else None, as_json=as_json, view=checkpoint_tree_view(report, depth=depth, collapse=not expand))
+    emit(document if as_json else None, as_json=as_json, view=checkpoint_tree_view(report, depth=depth, collapse=not expand),
+         width=width)
 
 
 def _summarize(target, key, trust):

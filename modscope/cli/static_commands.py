@@ -24,6 +24,7 @@ from modscope.cli.common import (
     TrainModeOpt,
     TrustOpt,
     WeightsOpt,
+    WidthOpt,
     as_chosen_meta,
     builds_on_meta,
     load_target,
@@ -74,6 +75,7 @@ def summary(
     backend: BackendOpt = None,
     dist_timeout: DistTimeoutOpt = 300.0,
     json: JsonOpt = False,
+    width: WidthOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Parameters vs buffers, per-module counts, sharing and hazards (of a model, or of a checkpoint alone);
@@ -86,7 +88,7 @@ def summary(
     if checkpoint:
         with reporting_errors(debug, clean_stdout=json):
             if printing_rank(distributed):
-                checkpoint_commands.checkpoint_summary(target, key, trust, depth, expand, tensors, json)
+                checkpoint_commands.checkpoint_summary(target, key, trust, depth, expand, tensors, json, width)
             return
     with reporting_errors(debug, clean_stdout=json), session(distributed, backend, dist_timeout) as job:
         from modscope.api.forward import check_device
@@ -108,7 +110,7 @@ def summary(
             raise UsageError("--train-mode needs a forward pass: give --input, --kwarg or --inputs")
         if model_inputs is not None and job.active:
             raise UsageError("--input runs in one process: drop torchrun/--distributed for the forward analysis")
-        options = dict(depth=depth, expand=expand, tensors=tensors, json=json)
+        options = dict(depth=depth, expand=expand, tensors=tensors, json=json, width=width)
         analysis = dict(target=target, check_values=not no_values)
         if model_inputs is not None:
             analysis.update(
@@ -137,7 +139,7 @@ def _weights_fit(model, target: str):
     return None if found is None else modscope.check(model, found, target=target)
 
 
-def _emit_summary(job, report, *, depth, expand, tensors, json, fit=None) -> None:
+def _emit_summary(job, report, *, depth, expand, tensors, json, width=None, fit=None) -> None:
     from rich.console import Group
 
     from modscope.render.checkpoint import compat_view
@@ -149,7 +151,7 @@ def _emit_summary(job, report, *, depth, expand, tensors, json, fit=None) -> Non
     if fit is not None:  # a Hugging Face folder's weights, checked against the architecture
         view = Group(view, compat_view(fit))
         report = report.to_dict() | {"weights": fit.to_dict()}
-    job.emit(report, as_json=json, view=view)
+    job.emit(report, as_json=json, view=view, width=width)
 
 
 @app.command()
@@ -165,6 +167,7 @@ def tree(
     backend: BackendOpt = None,
     dist_timeout: DistTimeoutOpt = 300.0,
     json: JsonOpt = False,
+    width: WidthOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """The submodule tree with types and parameter counts (or a checkpoint's names as a tree)."""
@@ -173,7 +176,7 @@ def tree(
     if checkpoint:
         with reporting_errors(debug, clean_stdout=json):
             if printing_rank(distributed):
-                checkpoint_commands.checkpoint_tree(target, key, trust, depth, expand, json)
+                checkpoint_commands.checkpoint_tree(target, key, trust, depth, expand, json, width)
             return
     with reporting_errors(debug, clean_stdout=json), session(distributed, backend, dist_timeout) as job:
         import modscope
@@ -185,7 +188,7 @@ def tree(
             return
         job.emit(_tree_document(report) if json else report, as_json=json, view=tree_view(
             report, depth=depth, collapse=not expand
-        ))
+        ), width=width)
 
 
 def _tree_document(report) -> dict:
@@ -206,6 +209,7 @@ def shared(
     backend: BackendOpt = None,
     dist_timeout: DistTimeoutOpt = 300.0,
     json: JsonOpt = False,
+    width: WidthOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Tied parameters, aliased storage and submodules registered under several names."""
@@ -225,7 +229,7 @@ def shared(
             "shared": [g.to_dict() for g in report.shared],
         }
         view = shared_view(report) if report.shared else Text("nothing shared: every tensor and module has one name")
-        job.emit(document if json else None, as_json=json, view=view)
+        job.emit(document if json else None, as_json=json, view=view, width=width)
 
 
 @app.command()
@@ -252,6 +256,7 @@ def audit(
     backend: BackendOpt = None,
     dist_timeout: DistTimeoutOpt = 300.0,
     json: JsonOpt = False,
+    width: WidthOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Devices, dtypes, train/eval modes and non-finite weights. Exit 1 when an error is found."""
@@ -262,6 +267,6 @@ def audit(
         )
         if report is None:
             return
-        job.emit(report, as_json=json)
+        job.emit(report, as_json=json, width=width)
         if not report.ok:
             job.exit_code = EXIT_FINDINGS

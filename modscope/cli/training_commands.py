@@ -23,6 +23,7 @@ from modscope.cli.common import (
     Target,
     TrustOpt,
     WeightsOpt,
+    WidthOpt,
     emit,
     load_target,
     reporting_errors,
@@ -94,6 +95,7 @@ def grads(
     ] = None,
     params: Annotated[bool, typer.Option("--params", help="List every parameter, not only the layers.")] = False,
     json: JsonOpt = False,
+    width: WidthOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Gradient flow after one forward and backward pass; exit 1 on missing, zero or non-finite gradients.
@@ -123,7 +125,7 @@ def grads(
             from modscope.render.grad_plot import save_grad_plot
 
             sys.stderr.write(f"modscope: wrote {save_grad_plot(report, plot)}\n")
-        emit(report, as_json=json, view=grads_view(report, params=params))
+        emit(report, as_json=json, view=grads_view(report, params=params), width=width)
     if not report.ok:
         raise typer.Exit(EXIT_FINDINGS)
 
@@ -145,6 +147,7 @@ def nan(
     loss_target: LossTargetOpt = None,
     backward: Annotated[bool, typer.Option("--backward/--no-backward", help="Also trace gradients.")] = True,
     json: JsonOpt = False,
+    width: WidthOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """The first NaN/Inf in forward and in backward; exit 1 when one is found.
@@ -162,7 +165,7 @@ def nan(
             model, model_inputs, loss=loss.value, target=_loss_target(loss_target, loss), backward=backward,
             name=target,
         )
-        emit(report, as_json=json)
+        emit(report, as_json=json, width=width)
     if not report.ok:
         raise typer.Exit(EXIT_FINDINGS)
 
@@ -193,6 +196,7 @@ def time(
     repeat: Annotated[int, typer.Option("--repeat", min=1, help="Timed runs (median and p90 over them).")] = 10,
     top: Annotated[int, typer.Option("--top", min=0, help="Show the K slowest modules (0: all).")] = 20,
     json: JsonOpt = False,
+    width: WidthOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Per-module self and total time, forward and optionally backward, slowest first.
@@ -210,4 +214,4 @@ def time(
             model, model_inputs, device=device.value, backward=backward, warmup=warmup, repeat=repeat,
             loss=loss.value, target=_loss_target(loss_target, loss), name=target,
         )
-        emit(report, as_json=json, view=timing_view(report, top=top or None))
+        emit(report, as_json=json, view=timing_view(report, top=top or None), width=width)

@@ -5,8 +5,9 @@ rich shrinks every column of a table that is too wide, cutting names to ``layer1
 (a terminal, ``--width``, a notebook's recorded 120 columns):
 
 1. every column starts at its natural width (its widest cell, unwrapped);
-2. ``wrap`` columns (shapes, lists) may wrap at spaces, never inside a word; ``prose`` columns (messages)
-   may also fold a very long word;
+2. ``wrap`` columns (shapes, lists) break only after a list's ", " (``1x3x224x224`` and ``241.0 KiB`` stay
+   on one line); ``words`` columns (a name and its type) break at spaces, never inside a word; ``prose``
+   columns (messages) break at spaces and may fold a very long word;
 3. if the columns still do not fit, the droppable column with the lowest ``drop`` rank is left out and the
    layout starts again; a dim line under the table names what was left out and the width that shows all;
 4. ``fixed`` columns (names, numbers) are never shrunk; only when even the columns that cannot be dropped are
@@ -19,6 +20,7 @@ rich shrinks every column of a table that is too wide, cutting names to ``layer1
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from rich import box as boxes
@@ -27,7 +29,8 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-FIXED, WRAP, PROSE = "fixed", "wrap", "prose"
+FIXED, WRAP, WORDS, PROSE = "fixed", "wrap", "words", "prose"
+_ITEM_END = re.compile(r"(?<=,) ")  # where a list may break: after "item," (the space goes)
 _PROSE_MIN = 24  # a message column keeps at least this many cells before other columns go
 
 
@@ -53,7 +56,7 @@ class FitTable:
 
     def add_column(self, header: str = "", *, justify: str = "left", drop: int | None = None, kind: str = FIXED,
                    name: str | None = None) -> None:
-        """``drop``: rank in the leaving-out order (1 goes first; None never); ``kind``: fixed, wrap or prose."""
+        """``drop``: rank in the leaving-out order (1 goes first; None never); ``kind``: fixed, wrap, words, prose."""
         self.columns.append(_Column(header, justify, drop, kind, name or header.strip() or "(unnamed)"))
 
     def add_row(self, *cells) -> None:
@@ -83,7 +86,7 @@ class FitTable:
                 break
             shown.remove(min(droppable, key=lambda i: (self.columns[i].drop, -i)))
         widths = self._widths(shown, sizes, width)
-        table = self._table(shown, widths, folded={i for i in shown if widths[i] < sizes[i][1]})
+        table = self._table(console, shown, widths, folded={i for i in shown if widths[i] < sizes[i][1]})
         dropped = [self.columns[i].name for i in range(len(self.columns)) if i not in shown]
         if not dropped:
             return table
@@ -103,6 +106,8 @@ class FitTable:
             natural = max((Text(line).cell_len for line in lines), default=0)
             if column.kind == FIXED:
                 least = natural
+            elif column.kind == WRAP:
+                least = max((Text(item).cell_len for line in lines for item in _ITEM_END.split(line)), default=0)
             else:
                 least = max((Text(word).cell_len for line in lines for word in line.split()), default=0)
                 if column.kind == PROSE:
@@ -130,7 +135,7 @@ class FitTable:
             excess -= 1
         return widths
 
-    def _table(self, shown: list[int], widths: dict[int, int], folded: set[int]) -> Table:
+    def _table(self, console: Console, shown: list[int], widths: dict[int, int], folded: set[int]) -> Table:
         table = Table(
             title=self.title, title_justify="left", caption=self.caption, caption_justify="left",
             show_header=self.show_header, show_edge=False, box=boxes.HEAVY_HEAD if self.box else None,
@@ -139,10 +144,32 @@ class FitTable:
         for i in shown:
             column = self.columns[i]
             table.add_column(column.header, justify=column.justify, width=widths[i], overflow="fold",
-                             no_wrap=column.kind == FIXED and i not in folded)
+                             no_wrap=column.kind in (FIXED, WRAP) and i not in folded)
+        items = [i for i in shown if self.columns[i].kind == WRAP]
         for row in self.rows:
-            table.add_row(*(row[i] if i < len(row) else "" for i in shown))
+            cells = {i: row[i] if i < len(row) else "" for i in shown}
+            for i in items:
+                cells[i] = _break_items(console, cells[i], widths[i])
+            table.add_row(*cells.values())
         return table
+
+
+def _break_items(console: Console, cell, width: int) -> Text:
+    """``cell`` with a line break after each ", " where the next item would pass ``width``; nowhere else."""
+    text = _text(console, cell)
+    if text.cell_len <= width or "\n" in text.plain:
+        return text
+    lines, start, end = [], 0, 0
+    for match in _ITEM_END.finditer(text.plain):
+        if Text(text.plain[start : match.start()]).cell_len > width and end > start:
+            lines.append(text[start:end])
+            start = end + 1
+        end = match.start()
+    if Text(text.plain[start:]).cell_len > width and end > start:
+        lines.append(text[start:end])
+        start = end + 1
+    lines.append(text[start:])
+    return Text("\n").join(lines)
 
 
 def _text(console: Console, cell) -> Text:

@@ -5,7 +5,7 @@ from rich.console import Group
 from rich.text import Text
 
 from modscope.core.text import human_count, sci
-from modscope.render.fit import PROSE, WRAP, FitTable
+from modscope.render.fit import PROSE, WORDS, FitTable
 from modscope.report.grads import GradReport, GradStatus, GradWatchReport, ModuleGrad
 
 STYLE = {
@@ -49,7 +49,7 @@ def grads_view(report: GradReport, *, params: bool = False) -> Group:
 def _layer_table(modules: tuple[ModuleGrad, ...]) -> FitTable:
     """Too narrow a width leaves out tensors, mean |g|, max |g| and type, in that order."""
     table = FitTable(title="Layers (parameters owned directly)")
-    for col, justify, drop, kind in (("module", "left", None, WRAP), ("type", "left", 4, WRAP),
+    for col, justify, drop, kind in (("module", "left", None, WORDS), ("type", "left", 4, WORDS),
                                      ("status", "left", None, "fixed"), ("grad norm", "right", None, "fixed"),
                                      ("mean |g|", "right", 2, "fixed"), ("max |g|", "right", 3, "fixed"),
                                      ("tensors", "right", 1, "fixed")):
@@ -79,7 +79,7 @@ def _param_table(report: GradReport) -> FitTable:
     for col, justify, drop in (("parameter", "left", None), ("numel", "right", 3), ("status", "left", None),
                                ("grad norm", "right", None), ("max |g|", "right", 2), ("weight norm", "right", 1),
                                ("grad/weight", "right", 4)):
-        table.add_column(col, justify=justify, drop=drop, kind=WRAP if col == "parameter" else "fixed")
+        table.add_column(col, justify=justify, drop=drop, kind=WORDS if col == "parameter" else "fixed")
     for p in report.params:
         also = f" (= {', '.join(p.shared_with)})" if p.shared_with else ""
         table.add_row(p.name + also, human_count(p.numel), status_text(p.status), sci(p.norm), sci(p.max_abs),
@@ -89,7 +89,7 @@ def _param_table(report: GradReport) -> FitTable:
 
 def _problem_table(report: GradReport) -> FitTable:
     table = FitTable(title="Problems")
-    table.add_column("parameter", kind=WRAP)
+    table.add_column("parameter", kind=WORDS)
     table.add_column("status")
     table.add_column("meaning", kind=PROSE)
     for p in report.problems:

@@ -5,7 +5,7 @@ from rich.console import Group
 from rich.text import Text
 
 from modscope.core.text import sci, shape_str
-from modscope.render.fit import WRAP, FitTable
+from modscope.render.fit import WORDS, FitTable
 from modscope.report.nonfinite import NonfiniteEvent, NonfiniteReport, Origin, TensorStats
 
 
@@ -70,7 +70,7 @@ def _explain(event: NonfiniteEvent) -> str:
 def _stats_table(stats: tuple[TensorStats, ...]) -> FitTable:
     """Too narrow a width leaves out mean, dtype, min and max, in that order."""
     table = FitTable(box=False)
-    table.add_column("  tensor", kind=WRAP)
+    table.add_column("  tensor", kind=WORDS)
     table.add_column("shape")
     table.add_column("dtype", drop=2)
     for col, drop in (("min", 3), ("max", 4), ("mean", 1), ("nan/+inf/-inf", None)):

@@ -5,7 +5,7 @@ from rich.console import Group
 from rich.text import Text
 
 from modscope.core.text import millis
-from modscope.render.fit import WRAP, FitTable
+from modscope.render.fit import WORDS, FitTable
 from modscope.report.timing import PassTiming, TimingReport
 
 
@@ -22,13 +22,13 @@ def timing_view(report: TimingReport, *, top: int | None = 20) -> Group:
     )
     shown = report.layers if top is None else report.layers[:top]
     table = FitTable(title=f"Slowest {len(shown)} of {len(report.layers)} modules by self time (ms)")
-    table.add_column("module", kind=WRAP)  # wraps between the name and its type, never inside the name
+    table.add_column("module", kind=WORDS)  # wraps between the name and its type, never inside the name
     columns = [("calls", 3, None), ("fwd self", None, None), ("p90", 1, "fwd p90"), ("fwd total", 4, None),
                ("share", 6, "fwd share")]
     if backward:
         columns += [("bwd self", None, None), ("p90", 2, "bwd p90"), ("bwd total", 5, None), ("share", 7, "bwd share")]
-    for header, drop, name in columns:
-        table.add_column(header, justify="right", drop=drop, name=name)
+    for title, drop, name in columns:
+        table.add_column(title, justify="right", drop=drop, name=name)
     for t in shown:
         flag = "~" if t.below_resolution else ""
         module = Text.assemble(t.name or "(root)", (f" {t.type}", "dim"))

@@ -6,7 +6,7 @@ from rich.text import Text
 
 from modscope.core.text import human_count, shape_str
 from modscope.render.checkpoint import LIMIT, capped, name_list, source_label
-from modscope.render.fit import WRAP, FitTable
+from modscope.render.fit import WORDS, FitTable
 from modscope.report.diff import StateDictDiff
 
 
@@ -71,12 +71,12 @@ def _verdict(report: StateDictDiff) -> Text:
 
 
 def _table(title: str, *columns: str) -> FitTable:
-    """Too narrow a width leaves out mean |A-B|, then max |A-B| (the values table); keys always stay."""
+    """Too narrow a width leaves out mean |A-B|, max |A-B| and differing (the values table); keys always stay."""
     table = FitTable(title=title)
-    drops = {"mean |A-B|": 1, "max |A-B|": 2}
+    drops = {"mean |A-B|": 1, "max |A-B|": 2, "differing": 3}
     for i, col in enumerate(columns):
         table.add_column(col, justify="left" if i == 0 else "right", drop=drops.get(col),
-                         kind=WRAP if col == "differing" else "fixed")
+                         kind=WORDS if col == "differing" else "fixed")
     return table
 
 

@@ -10,8 +10,9 @@ rich shrinks every column of a table that is too wide, cutting names to ``layer1
    columns (messages) break at spaces and may fold a very long word;
 3. if the columns still do not fit, the droppable column with the lowest ``drop`` rank is left out and the
    layout starts again; a dim line under the table names what was left out and the width that shows all;
-4. ``fixed`` columns (names, numbers) are never shrunk; only when even the columns that cannot be dropped are
-   too wide does the widest fixed cell fold (a 60-column terminal and a 70-character name).
+4. ``fixed`` columns (names, numbers) are never shrunk; when even the columns that cannot be dropped are too
+   wide, the cells lose their padding (``name│float32│float16``), and only if that is not enough does the
+   widest fixed cell fold (a 60-column terminal and a 70-character name).
 
 >>> table = FitTable(title="Modules")
 >>> table.add_column("module")
@@ -85,8 +86,9 @@ class FitTable:
             if not droppable:
                 break
             shown.remove(min(droppable, key=lambda i: (self.columns[i].drop, -i)))
-        widths = self._widths(shown, sizes, width)
-        table = self._table(console, shown, widths, folded={i for i in shown if widths[i] < sizes[i][1]})
+        pad = 0 if self.box and self._least(shown, sizes) > width else 1  # compact: the last resort but folding
+        widths = self._widths(shown, sizes, width, pad)
+        table = self._table(console, shown, widths, pad, folded={i for i in shown if widths[i] < sizes[i][1]})
         dropped = [self.columns[i].name for i in range(len(self.columns)) if i not in shown]
         if not dropped:
             return table
@@ -115,15 +117,16 @@ class FitTable:
             sizes.append((max(natural, 1), max(least, 1)))
         return sizes
 
-    def _overhead(self, n: int) -> int:
-        return 2 * n + (max(n - 1, 0) if self.box else 0)
+    def _overhead(self, n: int, pad: int = 1) -> int:
+        """Cells a table of ``n`` columns spends on padding (``pad`` each side) and column separators."""
+        return 2 * pad * n + (max(n - 1, 0) if self.box else 0)
 
-    def _least(self, shown: list[int], sizes) -> int:
-        return sum(sizes[i][1] for i in shown) + self._overhead(len(shown))
+    def _least(self, shown: list[int], sizes, pad: int = 1) -> int:
+        return sum(sizes[i][1] for i in shown) + self._overhead(len(shown), pad)
 
-    def _widths(self, shown: list[int], sizes, width: int) -> dict[int, int]:
+    def _widths(self, shown: list[int], sizes, width: int, pad: int) -> dict[int, int]:
         widths = {i: sizes[i][0] for i in shown}
-        excess = sum(widths.values()) + self._overhead(len(shown)) - width
+        excess = sum(widths.values()) + self._overhead(len(shown), pad) - width
         while excess > 0:
             slack = [i for i in shown if widths[i] > sizes[i][1]]
             if not slack:  # even the least widths do not fit: the widest column folds (rich's last resort)
@@ -135,11 +138,11 @@ class FitTable:
             excess -= 1
         return widths
 
-    def _table(self, console: Console, shown: list[int], widths: dict[int, int], folded: set[int]) -> Table:
+    def _table(self, console: Console, shown: list[int], widths: dict[int, int], pad: int, folded: set[int]) -> Table:
         table = Table(
             title=self.title, title_justify="left", caption=self.caption, caption_justify="left",
             show_header=self.show_header, show_edge=False, box=boxes.HEAVY_HEAD if self.box else None,
-            padding=(0, 1),
+            padding=(0, pad),
         )
         for i in shown:
             column = self.columns[i]

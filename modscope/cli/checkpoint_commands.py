@@ -2,8 +2,6 @@
 checkpoint alone (reached from the static commands when their TARGET is a checkpoint file or folder)."""
 from __future__ import annotations
 
-import contextlib
-import sys
 from typing import Annotated, Optional
 
 import typer
@@ -57,14 +55,16 @@ def diff(
     with reporting_errors(debug, clean_stdout=json):
         import modscope
         from modscope.checkpoint import open_checkpoint
+        from modscope.cli.progress import progress
         from modscope.load.target import parse_constructor_args
         from modscope.render.diff import diff_view
 
         kwargs = parse_constructor_args(arg or (), args_json)
         with open_checkpoint(a, key=key_a or key, trust=trust, kwargs=kwargs) as left, open_checkpoint(
             b, key=key_b or key, trust=trust, kwargs=kwargs
-        ) as right, _progress_bar() as progress:
-            report = modscope.diff(left, right, rtol=rtol, atol=atol, keys_only=keys_only, progress=progress)
+        ) as right, progress(json, unit="bytes") as shown:
+            report = modscope.diff(left, right, rtol=rtol, atol=atol, keys_only=keys_only,
+                                   progress=shown.counter("comparing values"))
         emit(report, as_json=json, view=diff_view(report, limit=None if all_ else 20), width=width)
     raise typer.Exit(EXIT_OK if report.identical else EXIT_FINDINGS)
 
@@ -147,21 +147,3 @@ def _summarize(target, key, trust):
 
     return modscope.inspect_checkpoint(target, key=key, trust=trust)
 
-
-@contextlib.contextmanager
-def _progress_bar():
-    """A progress callback drawing on stderr when it is a terminal; a no-op otherwise."""
-    if not sys.stderr.isatty():
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
-
-    columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("diff", total=None)
-
-        def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
-        yield update

@@ -93,36 +93,43 @@ def summary(
     with reporting_errors(debug, clean_stdout=json), session(distributed, backend, dist_timeout) as job:
         from modscope.api.forward import check_device
         from modscope.cli.common import derived_inputs, given_inputs
+        from modscope.cli.progress import progress
         from modscope.errors import ForwardError, UsageError
 
         device = check_device(device)
         model_inputs, auto = given_inputs(input, kwarg, inputs, batch=batch, seq_len=seq_len, device=device or "cpu")
         values = (model_inputs is not None or auto) and device != "meta"
-        model = job.build(
-            lambda: load_target(
-                target, arg, args_json, trust, device=device if device != "cpu" else None, weights=weights, key=key,
-                values=values,
+        with progress(json or job.active) as shown:  # ranks of a distributed job draw none
+            shown.stage("building the model")
+            model = job.build(
+                lambda: load_target(
+                    target, arg, args_json, trust, device=device if device != "cpu" else None, weights=weights,
+                    key=key, values=values,
+                )
             )
-        )
-        if auto:
-            model_inputs = derived_inputs(model, batch=batch, seq_len=seq_len, device=device or "cpu")
-        if model_inputs is None and train_mode:
-            raise UsageError("--train-mode needs a forward pass: give --input, --kwarg or --inputs")
-        if model_inputs is not None and job.active:
-            raise UsageError("--input runs in one process: drop torchrun/--distributed for the forward analysis")
-        options = dict(depth=depth, expand=expand, tensors=tensors, json=json, width=width)
-        analysis = dict(target=target, check_values=not no_values)
-        if model_inputs is not None:
-            analysis.update(
-                inputs=model_inputs, device=device, train_mode=train_mode, flops=not no_flops,
-                memory=not no_memory, optimizer=optimizer.value,
-            )
-        try:
-            report = job.summary(model, **analysis)
-        except ForwardError as exc:
-            if exc.partial is not None:
-                _emit_summary(job, exc.partial, **options)
-            raise
+            if auto:
+                model_inputs = derived_inputs(model, batch=batch, seq_len=seq_len, device=device or "cpu")
+            if model_inputs is None and train_mode:
+                raise UsageError("--train-mode needs a forward pass: give --input, --kwarg or --inputs")
+            if model_inputs is not None and job.active:
+                raise UsageError("--input runs in one process: drop torchrun/--distributed for the forward analysis")
+            options = dict(depth=depth, expand=expand, tensors=tensors, json=json, width=width)
+            analysis = dict(target=target, check_values=not no_values)
+            if model_inputs is not None:
+                analysis.update(
+                    inputs=model_inputs, device=device, train_mode=train_mode, flops=not no_flops,
+                    memory=not no_memory, optimizer=optimizer.value,
+                )
+            shown.stage("counting parameters and buffers" if model_inputs is None else
+                        "counting parameters, then one forward pass" + ("" if no_memory else " and the memory estimate"))
+            try:
+                report, failed = job.summary(model, **analysis), None
+            except ForwardError as exc:
+                report, failed = None, exc
+        if failed is not None:
+            if failed.partial is not None:
+                _emit_summary(job, failed.partial, **options)
+            raise failed
         if report is not None:  # None on the ranks that do not print
             if builds_on_meta(target, device if device != "cpu" else None, values=values, weights=weights):
                 report = as_chosen_meta(report)

@@ -105,6 +105,7 @@ def grads(
     """
     with reporting_errors(debug, clean_stdout=json):
         import modscope
+        from modscope.cli.progress import progress
         from modscope.render.grads import grads_view
         from modscope.report.grads import GradThresholds
 
@@ -114,13 +115,16 @@ def grads(
             from modscope.render.output import check_output_path
 
             check_output_path(plot, "--plot")  # a missing folder fails before the model is built
-        model, model_inputs = _model_and_inputs(
-            target, arg, args_json, trust, weights, key, input, kwarg, inputs, "grads", batch, seq_len
-        )
-        report = modscope.grads(
-            model, model_inputs, loss=loss.value, target=_loss_target(loss_target, loss),
-            thresholds=GradThresholds(vanishing=vanishing, exploding=exploding), name=target,
-        )
+        with progress(json) as shown:
+            shown.stage("building the model")
+            model, model_inputs = _model_and_inputs(
+                target, arg, args_json, trust, weights, key, input, kwarg, inputs, "grads", batch, seq_len
+            )
+            shown.stage("forward and backward pass")
+            report = modscope.grads(
+                model, model_inputs, loss=loss.value, target=_loss_target(loss_target, loss),
+                thresholds=GradThresholds(vanishing=vanishing, exploding=exploding), name=target,
+            )
         if plot is not None:
             from modscope.render.grad_plot import save_grad_plot
 
@@ -157,14 +161,19 @@ def nan(
     """
     with reporting_errors(debug, clean_stdout=json):
         import modscope
+        from modscope.cli.progress import progress
 
-        model, model_inputs = _model_and_inputs(
-            target, arg, args_json, trust, weights, key, input, kwarg, inputs, "nan", batch, seq_len
-        )
-        report = modscope.find_nonfinite(
-            model, model_inputs, loss=loss.value, target=_loss_target(loss_target, loss), backward=backward,
-            name=target,
-        )
+        with progress(json) as shown:
+            shown.stage("building the model")
+            model, model_inputs = _model_and_inputs(
+                target, arg, args_json, trust, weights, key, input, kwarg, inputs, "nan", batch, seq_len
+            )
+            shown.stage("forward and backward pass, watching for NaN/Inf" if backward else
+                        "forward pass, watching for NaN/Inf")
+            report = modscope.find_nonfinite(
+                model, model_inputs, loss=loss.value, target=_loss_target(loss_target, loss), backward=backward,
+                name=target,
+            )
         emit(report, as_json=json, width=width)
     if not report.ok:
         raise typer.Exit(EXIT_FINDINGS)
@@ -205,13 +214,18 @@ def time(
     """
     with reporting_errors(debug, clean_stdout=json):
         import modscope
+        from modscope.cli.progress import progress
         from modscope.render.timing import timing_view
 
-        model, model_inputs = _model_and_inputs(
-            target, arg, args_json, trust, weights, key, input, kwarg, inputs, "time", batch, seq_len
-        )
-        report = modscope.time_layers(
-            model, model_inputs, device=device.value, backward=backward, warmup=warmup, repeat=repeat,
-            loss=loss.value, target=_loss_target(loss_target, loss), name=target,
-        )
+        with progress(json) as shown:
+            shown.stage("building the model")
+            model, model_inputs = _model_and_inputs(
+                target, arg, args_json, trust, weights, key, input, kwarg, inputs, "time", batch, seq_len
+            )
+            passes = "forward and backward" if backward else "forward"
+            report = modscope.time_layers(
+                model, model_inputs, device=device.value, backward=backward, warmup=warmup, repeat=repeat,
+                loss=loss.value, target=_loss_target(loss_target, loss), name=target,
+                progress=shown.counter(f"timing {passes} ({warmup} warm-up + {repeat} runs)"),
+            )
         emit(report, as_json=json, view=timing_view(report, top=top or None), width=width)

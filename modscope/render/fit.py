@@ -114,7 +114,7 @@ class FitTable:
                 least = max((Text(word).cell_len for line in lines for word in line.split()), default=0)
                 if column.kind == PROSE:
                     least = min(least, _PROSE_MIN)
-            sizes.append((max(natural, 1), max(least, 1)))
+            sizes.append((natural, least))
         return sizes
 
     def _overhead(self, n: int, pad: int = 1) -> int:

@@ -13,7 +13,7 @@ import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
@@ -43,8 +43,11 @@ def time_layers(
     loss: Loss = LossKind.MEAN,
     target: torch.Tensor | None = None,
     name: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> TimingReport:
     """Time every module of ``model`` on ``inputs`` (moved with the model to ``device`` for the run only).
+
+    ``progress(done, total)`` is called after each of the ``warmup + repeat`` iterations.
 
     >>> report = modscope.time_layers(model, torch.randn(8, 3, 224, 224), backward=True)
     >>> [(t.name, t.forward_self.median) for t in report.layers[:5]]      # slowest first, nanoseconds
@@ -72,6 +75,8 @@ def time_layers(
             with timer.hooks():
                 hooked.append(run(timer))
             held.append(run.holds.held)
+            if progress is not None:
+                progress(i + 1, warmup + repeat)
         bare, hooked, held = bare[warmup:], hooked[warmup:], held[2 * warmup:]
     return _report(model, name, device, run.clock, warmup, repeat, backward, bare, hooked, timer, held)
 

@@ -38,8 +38,17 @@ def render(renderable, width: int) -> str:
     return console.file.getvalue()
 
 
-def at_widths(renderable) -> str:
-    return "".join(f"=== {w} columns ===\n{render(renderable, w)}" for w in WIDTHS)
+def at_widths(renderable, names=()) -> str:
+    """The renderable at each of WIDTHS; asserts no line is wider than the width and each of ``names`` is whole."""
+    parts = []
+    for w in WIDTHS:
+        text = render(renderable, w)
+        too_wide = [line for line in text.splitlines() if len(line) > w]
+        assert not too_wide, f"at {w} columns: {too_wide[:3]}"
+        broken = [n for n in names if not _whole(n, text)]
+        assert not broken, f"at {w} columns, not whole: {broken[:5]}"
+        parts.append(f"=== {w} columns ===\n{text}")
+    return "".join(parts)
 
 
 def _example(name):
@@ -145,7 +154,10 @@ def test_diff(tmp_path, monkeypatch):
     b["encoder.layers.2.attention.in_proj.weight"] = b["encoder.layers.2.attention.in_proj.weight"].half()
     write_torch(tmp_path / "a.pt", a)
     write_safetensors(tmp_path / "b.safetensors", b)
-    check_golden("widths/diff.txt", at_widths(diff_view(modscope.diff("a.pt", "b.safetensors"))))
+    report = modscope.diff("a.pt", "b.safetensors")
+    listed = [*report.only_in_a, *(c.key for c in (*report.shape_changed, *report.dtype_changed, *report.value_changed))]
+    assert len(listed) == 4
+    check_golden("widths/diff.txt", at_widths(diff_view(report), names=listed))
 
 
 def test_check(tmp_path, monkeypatch):
@@ -166,7 +178,7 @@ def test_checkpoint_summary_dcp(tmp_path, monkeypatch):
     write_dcp(tmp_path / "ckpt", {"model": Small().state_dict()})
     report = modscope.inspect_checkpoint("ckpt")
     view = Group(checkpoint_summary_view(report), stored_tensor_table(report))
-    check_golden("widths/checkpoint_summary_dcp.txt", at_widths(view))
+    check_golden("widths/checkpoint_summary_dcp.txt", at_widths(view, names=[t.name for t in report.tensors]))
 
 
 def _whole(name: str, text: str) -> bool:
@@ -195,3 +207,41 @@ def test_every_name_whole_and_no_line_too_wide(width, resnet18, resnet18_forward
             what, names)
         broken = [n for n in wanted if not _whole(n, text)]
         assert not broken, f"{what} at {width}: names not whole: {broken[:5]}"
+
+
+def test_cli_width_option_and_the_piped_default():
+    """--width N draws N columns; piped with no COLUMNS, tables are 80 wide and say what they left out."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO, run_modscope
+
+    narrow = run_modscope("summary", "torchvision.models:resnet18", "--width", "60")
+    assert narrow.returncode == 0, narrow.stderr
+    assert max(len(line) for line in narrow.stdout.splitlines()) <= 60
+    assert "layer4.1.conv2" in narrow.stdout and "not shown at 60 columns: params, trainable, buffers" in narrow.stdout
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    piped = subprocess.run([sys.executable, "-m", "modscope", "summary", "torchvision.models:resnet18"], cwd=REPO,
+                           env=env, capture_output=True, text=True, timeout=300)
+    assert piped.returncode == 0, piped.stderr
+    assert max(len(line) for line in piped.stdout.splitlines()) <= 80
+    assert "not shown at 80 columns" in piped.stdout and "layer4.0.downsample" in piped.stdout
+
+
+def test_distributed_layout():
+    """The per-rank and mesh tables of a gathered distributed summary: a pure render of a 4-rank layout as
+    ``distributed_summary`` reports it (running it needs torchrun; tests/test_distributed.py does)."""
+    from modscope.render.distributed import distributed_view
+    from modscope.report.distributed import DistributedInfo, MeshInfo, RankInfo
+
+    ranks = tuple(RankInfo(rank=r, host=f"node{r // 2}.cluster.example.org", local_rank=r % 2,
+                           devices=(f"cuda:{r % 2}",), param_numel=2_500_000 + r, param_bytes=10_000_000 + 4 * r,
+                           buffer_bytes=4096) for r in range(4))
+    meshes = (MeshInfo(id="mesh0", device_type="cuda", shape=(2, 2), dim_names=("dp", "tp"), ranks=(0, 1, 2, 3),
+                       params=40, param_numel=9_000_000),)
+    info = DistributedInfo(rank=0, world_size=4, backend="nccl", meshes=meshes, fsdp_modules=("layers.0", "layers.1"),
+                           sharded_params=36, replicated_params=4, partial_params=0, plain_params=2,
+                           plain_param_numel=1_000_000, this_rank=ranks[0], ranks=ranks, gathered=True)
+    view = distributed_view(info, param_bytes=40_000_000, params=10_000_000)
+    check_golden("widths/distributed_layout.txt", at_widths(view))

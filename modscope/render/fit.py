@@ -63,10 +63,6 @@ class FitTable:
     def add_row(self, *cells) -> None:
         self.rows.append(tuple("" if c is None else c for c in cells))
 
-    @property
-    def row_count(self) -> int:
-        return len(self.rows)
-
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         yield self.layout(console, options.max_width)
 

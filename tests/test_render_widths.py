@@ -19,7 +19,7 @@ from rich.console import Console, Group
 import modscope
 from examples.catalog import EXAMPLES
 from modscope.render.checkpoint import checkpoint_summary_view, compat_view, stored_tensor_table
-from modscope.render.console import audit_view, summary_view, tensor_table
+from modscope.render.console import audit_view, summary_view, tensor_table, tree_view
 from modscope.render.diff import diff_view
 from modscope.render.grads import grads_view
 from modscope.render.nonfinite import nonfinite_view
@@ -96,6 +96,13 @@ def lenet_timing():
 def test_summary_resnet18(resnet18):
     check_golden("widths/summary_resnet18.txt", at_widths(summary_view(modscope.summary(
         resnet18, target="torchvision.models:resnet18"))))
+
+
+def test_tree_resnet18(resnet18):
+    """``tree`` prints a tree, not a table: it wraps at the width too, every label's name whole."""
+    report = modscope.summary(resnet18, target="torchvision.models:resnet18")
+    check_golden("widths/tree_resnet18.txt", at_widths(tree_view(report, depth=3)))
+    at_widths(tree_view(report, collapse=False), names=[m.name for m in report.modules if m.name])
 
 
 def test_summary_input_resnet18(resnet18_forward):

@@ -66,7 +66,7 @@ def checkpoints(tmp_path_factory):
 
 
 @pytest.mark.parametrize("args, stage", [
-    (("time", *LENET, "--backward", "--repeat", "30"), "timing forward and backward (3 warm-up + 30 runs)"),
+    (("time", *LENET, "--backward", "--repeat", "5"), "timing forward and backward (3 warm-up + 5 runs)"),
     (("grads", *LENET), "forward and backward pass"),
     (("nan", *LENET), "forward and backward pass, watching for NaN/Inf"),
     (("summary", *LENET), "counting parameters, then one forward pass and the memory estimate"),
@@ -85,12 +85,12 @@ def test_diff_progress_on_a_terminal(checkpoints):
 
 
 def test_nothing_on_stderr_when_piped():
-    done = run_piped("time", *LENET, "--backward", "--repeat", "30")
+    done = run_piped("time", *LENET, "--backward", "--repeat", "5")
     assert done.returncode == 0 and "fwd self" in done.stdout
     assert done.stderr == ""
 
 
 def test_nothing_on_stderr_with_json_on_a_terminal():
-    code, out, err = run_on_terminal("time", *LENET, "--repeat", "30", "--json")
+    code, out, err = run_on_terminal("time", *LENET, "--repeat", "5", "--json")
     assert code == 0 and json.loads(out)["schema"] == "modscope.time/1"
     assert err == ""

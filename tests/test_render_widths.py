@@ -224,16 +224,17 @@ def test_cli_width_option_and_the_piped_default():
 
     from tests.conftest import REPO, run_modscope
 
-    narrow = run_modscope("summary", "torchvision.models:resnet18", "--width", "60")
+    target = "examples/transformer.py:TinyGPT"
+    narrow = run_modscope("summary", target, "--width", "60")
     assert narrow.returncode == 0, narrow.stderr
     assert max(len(line) for line in narrow.stdout.splitlines()) <= 60
-    assert "layer4.1.conv2" in narrow.stdout and "not shown at 60 columns: params, trainable, buffers" in narrow.stdout
+    assert "blocks.0.attn " in narrow.stdout and "not shown at 60 columns: params, trainable, buffers" in narrow.stdout
     env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
-    piped = subprocess.run([sys.executable, "-m", "modscope", "summary", "torchvision.models:resnet18"], cwd=REPO,
-                           env=env, capture_output=True, text=True, timeout=300)
+    piped = subprocess.run([sys.executable, "-m", "modscope", "summary", target], cwd=REPO, env=env,
+                           capture_output=True, text=True, timeout=300)
     assert piped.returncode == 0, piped.stderr
     assert max(len(line) for line in piped.stdout.splitlines()) <= 80
-    assert "not shown at 80 columns" in piped.stdout and "layer4.0.downsample" in piped.stdout
+    assert "not shown at 80 columns: buffers" in piped.stdout and "blocks.0.attn " in piped.stdout
 
 
 def test_distributed_layout():

@@ -166,7 +166,8 @@ def test_diff(tmp_path, monkeypatch):
     write_torch(tmp_path / "a.pt", a)
     write_safetensors(tmp_path / "b.safetensors", b)
     report = modscope.diff("a.pt", "b.safetensors")
-    listed = [*report.only_in_a, *(c.key for c in (*report.shape_changed, *report.dtype_changed, *report.value_changed))]
+    changed = (*report.shape_changed, *report.dtype_changed, *report.value_changed)
+    listed = [*report.only_in_a, *(c.key for c in changed)]
     assert len(listed) == 4
     check_golden("widths/diff.txt", at_widths(diff_view(report), names=listed))
 

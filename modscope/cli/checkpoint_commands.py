@@ -138,8 +138,8 @@ def checkpoint_tree(target, key, trust, depth, expand, as_json, width=None) -> N
     }
     if report.layout is not None:
         document["layout"] = report.layout.to_dict()
-    emit(document if as_json else None, as_json=as_json, view=checkpoint_tree_view(report, depth=depth, collapse=not expand),
-         width=width)
+    view = checkpoint_tree_view(report, depth=depth, collapse=not expand)
+    emit(document if as_json else None, as_json=as_json, view=view, width=width)
 
 
 def _summarize(target, key, trust):

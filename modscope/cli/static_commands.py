@@ -120,8 +120,9 @@ def summary(
                     inputs=model_inputs, device=device, train_mode=train_mode, flops=not no_flops,
                     memory=not no_memory, optimizer=optimizer.value,
                 )
+            memory_too = "" if no_memory else " and the memory estimate"
             shown.stage("counting parameters and buffers" if model_inputs is None else
-                        "counting parameters, then one forward pass" + ("" if no_memory else " and the memory estimate"))
+                        f"counting parameters, then one forward pass{memory_too}")
             try:
                 report, failed = job.summary(model, **analysis), None
             except ForwardError as exc:

@@ -32,7 +32,9 @@ def findings_view(findings, *, title: str) -> FitTable:
 
 
 def module_table(report: SummaryReport, depth: int, collapse: bool) -> FitTable:
-    """One row per module to ``depth``; too narrow a width leaves out buffers, trainable, params, type, in that order."""
+    """One row per module to ``depth``.
+
+    Too narrow a width leaves out buffers, trainable, params and type, in that order."""
     by_name = {m.name: m for m in report.modules}
     table = FitTable(title=summary_title(report))
     table.add_column("module")

@@ -2,8 +2,6 @@
 checkpoint alone (reached from the static commands when their TARGET is a checkpoint file or folder)."""
 from __future__ import annotations
 
-import contextlib
-import sys
 from typing import Annotated, Optional
 
 import typer
@@ -17,6 +15,7 @@ from modscope.cli.common import (
     KeyOpt,
     Target,
     TrustOpt,
+    WidthOpt,
     emit,
     reporting_errors,
 )
@@ -49,21 +48,24 @@ def diff(
     trust: TrustOpt = False,
     all_: AllOpt = False,
     json: JsonOpt = False,
+    width: WidthOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Compare two state dicts. Exit 0 identical, 1 different, 2 error (like diff)."""
     with reporting_errors(debug, clean_stdout=json):
         import modscope
         from modscope.checkpoint import open_checkpoint
+        from modscope.cli.progress import progress
         from modscope.load.target import parse_constructor_args
         from modscope.render.diff import diff_view
 
         kwargs = parse_constructor_args(arg or (), args_json)
         with open_checkpoint(a, key=key_a or key, trust=trust, kwargs=kwargs) as left, open_checkpoint(
             b, key=key_b or key, trust=trust, kwargs=kwargs
-        ) as right, _progress_bar() as progress:
-            report = modscope.diff(left, right, rtol=rtol, atol=atol, keys_only=keys_only, progress=progress)
-        emit(report, as_json=json, view=diff_view(report, limit=None if all_ else 20))
+        ) as right, progress(json, unit="bytes") as shown:
+            report = modscope.diff(left, right, rtol=rtol, atol=atol, keys_only=keys_only,
+                                   progress=shown.counter("comparing values"))
+        emit(report, as_json=json, view=diff_view(report, limit=None if all_ else 20), width=width)
     raise typer.Exit(EXIT_OK if report.identical else EXIT_FINDINGS)
 
 
@@ -81,6 +83,7 @@ def check(
     trust: TrustOpt = False,
     all_: AllOpt = False,
     json: JsonOpt = False,
+    width: WidthOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Would CKPT load into TARGET with load_state_dict(strict=True)? A dry run; exit 0 when it would, else 1."""
@@ -95,7 +98,7 @@ def check(
         if weights is None:
             raise UsageError("check needs the checkpoint to check: give --weights CKPT")
         report = modscope.check(target, weights, key=key, trust=trust, kwargs=kwargs)
-        emit(report, as_json=json, view=compat_view(report, limit=None if all_ else 20))
+        emit(report, as_json=json, view=compat_view(report, limit=None if all_ else 20), width=width)
     if not report.ok:
         raise typer.Exit(EXIT_FINDINGS)
 
@@ -113,7 +116,7 @@ def is_checkpoint_target(target: str, weights: str | None = None) -> bool:
     return True
 
 
-def checkpoint_summary(target, key, trust, depth, expand, tensors, as_json) -> None:
+def checkpoint_summary(target, key, trust, depth, expand, tensors, as_json, width=None) -> None:
     from rich.console import Group
 
     from modscope.render.checkpoint import checkpoint_summary_view, stored_tensor_table
@@ -121,10 +124,10 @@ def checkpoint_summary(target, key, trust, depth, expand, tensors, as_json) -> N
 
     report = _summarize(target, key, trust)
     view = checkpoint_summary_view(report, depth=DEFAULT_DEPTH if depth is None else depth, collapse=not expand)
-    emit(report, as_json=as_json, view=Group(view, stored_tensor_table(report)) if tensors else view)
+    emit(report, as_json=as_json, view=Group(view, stored_tensor_table(report)) if tensors else view, width=width)
 
 
-def checkpoint_tree(target, key, trust, depth, expand, as_json) -> None:
+def checkpoint_tree(target, key, trust, depth, expand, as_json, width=None) -> None:
     from modscope.render.checkpoint import checkpoint_tree_view
 
     report = _summarize(target, key, trust)
@@ -135,7 +138,8 @@ def checkpoint_tree(target, key, trust, depth, expand, as_json) -> None:
     }
     if report.layout is not None:
         document["layout"] = report.layout.to_dict()
-    emit(document if as_json else None, as_json=as_json, view=checkpoint_tree_view(report, depth=depth, collapse=not expand))
+    view = checkpoint_tree_view(report, depth=depth, collapse=not expand)
+    emit(document if as_json else None, as_json=as_json, view=view, width=width)
 
 
 def _summarize(target, key, trust):
@@ -143,21 +147,3 @@ def _summarize(target, key, trust):
 
     return modscope.inspect_checkpoint(target, key=key, trust=trust)
 
-
-@contextlib.contextmanager
-def _progress_bar():
-    """A progress callback drawing on stderr when it is a terminal; a no-op otherwise."""
-    if not sys.stderr.isatty():
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
-
-    columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("diff", total=None)
-
-        def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
-        yield update

@@ -92,6 +92,12 @@ TrustOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")]
+WidthOpt = Annotated[
+    Optional[int],
+    typer.Option("--width", min=40, metavar="N", help="Draw the tables N columns wide (default: COLUMNS, else the "
+                 "terminal's width, else 80 when piped); narrower tables leave out lower-value columns first.",
+                 show_default=False),
+]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")]
 
 
@@ -268,8 +274,9 @@ def derived_inputs(model, *, batch=None, seq_len=None, device="cpu", needed_by: 
     )
 
 
-def emit(report, *, as_json: bool, view=None) -> None:
-    """Print ``report`` on stdout: JSON, or the rich renderable ``view`` (default: the report itself)."""
+def emit(report, *, as_json: bool, view=None, width: int | None = None) -> None:
+    """Print ``report`` on stdout: JSON, or the rich renderable ``view`` (default: the report itself) drawn
+    ``width`` columns wide (None: rich's choice, COLUMNS, else the terminal's width, else 80)."""
     from modscope.cli.stdout import real_stdout
 
     out = real_stdout()  # user code's prints went to stderr until now
@@ -282,7 +289,7 @@ def emit(report, *, as_json: bool, view=None) -> None:
 
     from modscope.render import views  # noqa: F401  (the report's own view: report/presented.py)
 
-    Console(soft_wrap=False).print(view if view is not None else report)
+    Console(soft_wrap=False, width=width).print(view if view is not None else report)
 
 
 __all__ = ["EXIT_USAGE", "EXIT_INTERNAL"]

@@ -114,10 +114,10 @@ class Session:
         """Run ``work`` on the printing rank only (None elsewhere)."""
         return work()
 
-    def emit(self, report, *, as_json: bool, view=None) -> None:
+    def emit(self, report, *, as_json: bool, view=None, width: int | None = None) -> None:
         from modscope.cli.common import emit
 
-        emit(report, as_json=as_json, view=view)
+        emit(report, as_json=as_json, view=view, width=width)
 
 
 class DistributedSession(Session):
@@ -196,9 +196,9 @@ class DistributedSession(Session):
     def on_main(self, work: Callable):
         return work() if self.is_main else None
 
-    def emit(self, report, *, as_json: bool, view=None) -> None:
+    def emit(self, report, *, as_json: bool, view=None, width: int | None = None) -> None:
         if self.is_main:
-            super().emit(report, as_json=as_json, view=view)
+            super().emit(report, as_json=as_json, view=view, width=width)
 
     def _agree(self, failure: BaseException | None) -> None:
         import torch.distributed as dist

@@ -24,6 +24,7 @@ from modscope.cli.common import (
     TrainModeOpt,
     TrustOpt,
     WeightsOpt,
+    WidthOpt,
     as_chosen_meta,
     builds_on_meta,
     load_target,
@@ -74,6 +75,7 @@ def summary(
     backend: BackendOpt = None,
     dist_timeout: DistTimeoutOpt = 300.0,
     json: JsonOpt = False,
+    width: WidthOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Parameters vs buffers, per-module counts, sharing and hazards (of a model, or of a checkpoint alone);
@@ -86,11 +88,12 @@ def summary(
     if checkpoint:
         with reporting_errors(debug, clean_stdout=json):
             if printing_rank(distributed):
-                checkpoint_commands.checkpoint_summary(target, key, trust, depth, expand, tensors, json)
+                checkpoint_commands.checkpoint_summary(target, key, trust, depth, expand, tensors, json, width)
             return
     with reporting_errors(debug, clean_stdout=json), session(distributed, backend, dist_timeout) as job:
         from modscope.api.forward import check_device
         from modscope.cli.common import derived_inputs, given_inputs
+        from modscope.cli.progress import progress
         from modscope.errors import ForwardError, UsageError
         from modscope.load.hub import hub_kind
 
@@ -102,31 +105,38 @@ def summary(
         else:
             chosen_meta = False
         values = (model_inputs is not None or auto) and device != "meta"
-        model = job.build(
-            lambda: load_target(
-                target, arg, args_json, trust, device=device if device != "cpu" else None, weights=weights, key=key,
-                values=values,
+        with progress(json or job.active) as shown:  # ranks of a distributed job draw none
+            shown.stage("building the model")
+            model = job.build(
+                lambda: load_target(
+                    target, arg, args_json, trust, device=device if device != "cpu" else None, weights=weights,
+                    key=key, values=values,
+                )
             )
-        )
-        if auto:
-            model_inputs = derived_inputs(model, batch=batch, seq_len=seq_len, device=device or "cpu")
-        if model_inputs is None and train_mode:
-            raise UsageError("--train-mode needs a forward pass: give --input, --kwarg or --inputs")
-        if model_inputs is not None and job.active:
-            raise UsageError("--input runs in one process: drop torchrun/--distributed for the forward analysis")
-        options = dict(depth=depth, expand=expand, tensors=tensors, json=json)
-        analysis = dict(target=target, check_values=not no_values)
-        if model_inputs is not None:
-            analysis.update(
-                inputs=model_inputs, device=device, train_mode=train_mode, flops=not no_flops,
-                memory=not no_memory, optimizer=optimizer.value,
-            )
-        try:
-            report = job.summary(model, **analysis)
-        except ForwardError as exc:
-            if exc.partial is not None:
-                _emit_summary(job, exc.partial, **options)
-            raise
+            if auto:
+                model_inputs = derived_inputs(model, batch=batch, seq_len=seq_len, device=device or "cpu")
+            if model_inputs is None and train_mode:
+                raise UsageError("--train-mode needs a forward pass: give --input, --kwarg or --inputs")
+            if model_inputs is not None and job.active:
+                raise UsageError("--input runs in one process: drop torchrun/--distributed for the forward analysis")
+            options = dict(depth=depth, expand=expand, tensors=tensors, json=json, width=width)
+            analysis = dict(target=target, check_values=not no_values)
+            if model_inputs is not None:
+                analysis.update(
+                    inputs=model_inputs, device=device, train_mode=train_mode, flops=not no_flops,
+                    memory=not no_memory, optimizer=optimizer.value,
+                )
+            memory_too = "" if no_memory else " and the memory estimate"
+            shown.stage("counting parameters and buffers" if model_inputs is None else
+                        f"counting parameters, then one forward pass{memory_too}")
+            try:
+                report, failed = job.summary(model, **analysis), None
+            except ForwardError as exc:
+                report, failed = None, exc
+        if failed is not None:
+            if failed.partial is not None:
+                _emit_summary(job, failed.partial, **options)
+            raise failed
         if report is not None:  # None on the ranks that do not print
             if chosen_meta or builds_on_meta(target, device if device != "cpu" else None, values=values,
                                              weights=weights):
@@ -144,7 +154,7 @@ def _weights_fit(model, target: str):
     return None if found is None else modscope.check(model, found, target=target)
 
 
-def _emit_summary(job, report, *, depth, expand, tensors, json, fit=None) -> None:
+def _emit_summary(job, report, *, depth, expand, tensors, json, width=None, fit=None) -> None:
     from rich.console import Group
 
     from modscope.render.checkpoint import compat_view
@@ -156,7 +166,7 @@ def _emit_summary(job, report, *, depth, expand, tensors, json, fit=None) -> Non
     if fit is not None:  # a Hugging Face folder's weights, checked against the architecture
         view = Group(view, compat_view(fit))
         report = report.to_dict() | {"weights": fit.to_dict()}
-    job.emit(report, as_json=json, view=view)
+    job.emit(report, as_json=json, view=view, width=width)
 
 
 @app.command()
@@ -172,6 +182,7 @@ def tree(
     backend: BackendOpt = None,
     dist_timeout: DistTimeoutOpt = 300.0,
     json: JsonOpt = False,
+    width: WidthOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """The submodule tree with types and parameter counts (or a checkpoint's names as a tree)."""
@@ -180,7 +191,7 @@ def tree(
     if checkpoint:
         with reporting_errors(debug, clean_stdout=json):
             if printing_rank(distributed):
-                checkpoint_commands.checkpoint_tree(target, key, trust, depth, expand, json)
+                checkpoint_commands.checkpoint_tree(target, key, trust, depth, expand, json, width)
             return
     with reporting_errors(debug, clean_stdout=json), session(distributed, backend, dist_timeout) as job:
         import modscope
@@ -192,7 +203,7 @@ def tree(
             return
         job.emit(_tree_document(report) if json else report, as_json=json, view=tree_view(
             report, depth=depth, collapse=not expand
-        ))
+        ), width=width)
 
 
 def _tree_document(report) -> dict:
@@ -213,6 +224,7 @@ def shared(
     backend: BackendOpt = None,
     dist_timeout: DistTimeoutOpt = 300.0,
     json: JsonOpt = False,
+    width: WidthOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Tied parameters, aliased storage and submodules registered under several names."""
@@ -232,7 +244,7 @@ def shared(
             "shared": [g.to_dict() for g in report.shared],
         }
         view = shared_view(report) if report.shared else Text("nothing shared: every tensor and module has one name")
-        job.emit(document if json else None, as_json=json, view=view)
+        job.emit(document if json else None, as_json=json, view=view, width=width)
 
 
 @app.command()
@@ -259,6 +271,7 @@ def audit(
     backend: BackendOpt = None,
     dist_timeout: DistTimeoutOpt = 300.0,
     json: JsonOpt = False,
+    width: WidthOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Devices, dtypes, train/eval modes and non-finite weights. Exit 1 when an error is found."""
@@ -269,6 +282,6 @@ def audit(
         )
         if report is None:
             return
-        job.emit(report, as_json=json)
+        job.emit(report, as_json=json, width=width)
         if not report.ok:
             job.exit_code = EXIT_FINDINGS

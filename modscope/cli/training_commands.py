@@ -23,6 +23,7 @@ from modscope.cli.common import (
     Target,
     TrustOpt,
     WeightsOpt,
+    WidthOpt,
     emit,
     load_target,
     reporting_errors,
@@ -94,6 +95,7 @@ def grads(
     ] = None,
     params: Annotated[bool, typer.Option("--params", help="List every parameter, not only the layers.")] = False,
     json: JsonOpt = False,
+    width: WidthOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Gradient flow after one forward and backward pass; exit 1 on missing, zero or non-finite gradients.
@@ -103,6 +105,7 @@ def grads(
     """
     with reporting_errors(debug, clean_stdout=json):
         import modscope
+        from modscope.cli.progress import progress
         from modscope.render.grads import grads_view
         from modscope.reports.grads import GradThresholds
 
@@ -112,18 +115,21 @@ def grads(
             from modscope.render.output import check_output_path
 
             check_output_path(plot, "--plot")  # a missing folder fails before the model is built
-        model, model_inputs = _model_and_inputs(
-            target, arg, args_json, trust, weights, key, input, kwarg, inputs, "grads", batch, seq_len
-        )
-        report = modscope.grads(
-            model, model_inputs, loss=loss.value, target=_loss_target(loss_target, loss),
-            thresholds=GradThresholds(vanishing=vanishing, exploding=exploding), name=target,
-        )
+        with progress(json) as shown:
+            shown.stage("building the model")
+            model, model_inputs = _model_and_inputs(
+                target, arg, args_json, trust, weights, key, input, kwarg, inputs, "grads", batch, seq_len
+            )
+            shown.stage("forward and backward pass")
+            report = modscope.grads(
+                model, model_inputs, loss=loss.value, target=_loss_target(loss_target, loss),
+                thresholds=GradThresholds(vanishing=vanishing, exploding=exploding), name=target,
+            )
         if plot is not None:
             from modscope.render.grad_plot import save_grad_plot
 
             sys.stderr.write(f"modscope: wrote {save_grad_plot(report, plot)}\n")
-        emit(report, as_json=json, view=grads_view(report, params=params))
+        emit(report, as_json=json, view=grads_view(report, params=params), width=width)
     if not report.ok:
         raise typer.Exit(EXIT_FINDINGS)
 
@@ -145,6 +151,7 @@ def nan(
     loss_target: LossTargetOpt = None,
     backward: Annotated[bool, typer.Option("--backward/--no-backward", help="Also trace gradients.")] = True,
     json: JsonOpt = False,
+    width: WidthOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """The first NaN/Inf in forward and in backward; exit 1 when one is found.
@@ -154,15 +161,20 @@ def nan(
     """
     with reporting_errors(debug, clean_stdout=json):
         import modscope
+        from modscope.cli.progress import progress
 
-        model, model_inputs = _model_and_inputs(
-            target, arg, args_json, trust, weights, key, input, kwarg, inputs, "nan", batch, seq_len
-        )
-        report = modscope.find_nonfinite(
-            model, model_inputs, loss=loss.value, target=_loss_target(loss_target, loss), backward=backward,
-            name=target,
-        )
-        emit(report, as_json=json)
+        with progress(json) as shown:
+            shown.stage("building the model")
+            model, model_inputs = _model_and_inputs(
+                target, arg, args_json, trust, weights, key, input, kwarg, inputs, "nan", batch, seq_len
+            )
+            shown.stage("forward and backward pass, watching for NaN/Inf" if backward else
+                        "forward pass, watching for NaN/Inf")
+            report = modscope.find_nonfinite(
+                model, model_inputs, loss=loss.value, target=_loss_target(loss_target, loss), backward=backward,
+                name=target,
+            )
+        emit(report, as_json=json, width=width)
     if not report.ok:
         raise typer.Exit(EXIT_FINDINGS)
 
@@ -201,6 +213,7 @@ def time(
         "--clock", help="On CUDA: auto (kernel timestamps from CUPTI where torch's profiler has them, else "
         "events) or events (a CUDA event at every module boundary).")] = CudaClockChoice.AUTO,
     json: JsonOpt = False,
+    width: WidthOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Per-module self and total time, forward and optionally backward, slowest first.
@@ -210,13 +223,18 @@ def time(
     """
     with reporting_errors(debug, clean_stdout=json):
         import modscope
+        from modscope.cli.progress import progress
         from modscope.render.timing import timing_view
 
-        model, model_inputs = _model_and_inputs(
-            target, arg, args_json, trust, weights, key, input, kwarg, inputs, "time", batch, seq_len
-        )
-        report = modscope.time_layers(
-            model, model_inputs, device=device.value, backward=backward, warmup=warmup, repeat=repeat,
-            loss=loss.value, target=_loss_target(loss_target, loss), name=target, clock=clock.value,
-        )
-        emit(report, as_json=json, view=timing_view(report, top=top or None))
+        with progress(json) as shown:
+            shown.stage("building the model")
+            model, model_inputs = _model_and_inputs(
+                target, arg, args_json, trust, weights, key, input, kwarg, inputs, "time", batch, seq_len
+            )
+            passes = "forward and backward" if backward else "forward"
+            report = modscope.time_layers(
+                model, model_inputs, device=device.value, backward=backward, warmup=warmup, repeat=repeat,
+                loss=loss.value, target=_loss_target(loss_target, loss), name=target, clock=clock.value,
+                progress=shown.counter(f"timing {passes} ({warmup} warm-up + {repeat} runs)"),
+            )
+        emit(report, as_json=json, view=timing_view(report, top=top or None), width=width)

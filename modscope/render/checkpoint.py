@@ -4,12 +4,12 @@ from __future__ import annotations
 from collections import defaultdict
 
 from rich.console import Group
-from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
 from modscope.core.text import human_bytes, human_count, shape_str
 from modscope.render.collapse import Row, group_children
+from modscope.render.fit import PROSE, FitTable
 from modscope.render.summary_tables import DEFAULT_DEPTH, shared_view
 from modscope.reports.checkpoint import CheckpointRef, CheckpointSummary, CompatReport
 
@@ -87,14 +87,14 @@ def compat_view(report: CompatReport, *, limit: int | None = LIMIT) -> Group:
             f"{k}  (a non-persistent buffer in the model)" if k in non_persistent else k for k in report.unexpected
         ], limit, "red"))  # fmt: skip
     if report.shape_mismatches:
-        table = Table(show_edge=False)
+        table = FitTable()
         for col in ("key", "model", "checkpoint"):
             table.add_column(col)
         for m in capped(report.shape_mismatches, limit, table):
             table.add_row(m.key, shape_str(m.model_shape), shape_str(m.checkpoint_shape))
         parts.append(titled("Shape mismatches (raise even with strict=False)", table))
     if report.dtype_casts:
-        table = Table(show_edge=False)
+        table = FitTable()
         for col in ("key", "checkpoint", "model", ""):
             table.add_column(col)
         for c in capped(report.dtype_casts, limit, table):
@@ -135,12 +135,12 @@ def name_list(title: str, names, limit: int | None, style: str = "") -> Text:
     return text
 
 
-def titled(title: str, table: Table) -> Group:
+def titled(title: str, table: FitTable) -> Group:
     """A bold title line over ``table`` (a table's own title wraps at the table's width)."""
     return Group(Text(title, style="bold"), table)
 
 
-def capped(items, limit: int | None, table: Table):
+def capped(items, limit: int | None, table: FitTable):
     items = list(items)
     if limit is not None and len(items) > limit:
         table.caption = f"… and {len(items) - limit} more (--all lists every one)"
@@ -154,12 +154,13 @@ def _prefix_action(strip: str, add: str) -> str:
     return f"strip the prefix {strip!r}" if strip else f"add the prefix {add!r}"
 
 
-def _prefix_table(report: CheckpointSummary, depth: int, collapse: bool) -> Table:
+def _prefix_table(report: CheckpointSummary, depth: int, collapse: bool) -> FitTable:
+    """Too narrow a width leaves out tensors, then elements; prefixes and bytes always stay."""
     by_name = {n.name: n for n in report.nodes}
-    table = Table(show_edge=False)
+    table = FitTable()
     table.add_column("prefix")
-    table.add_column("tensors", justify="right")
-    table.add_column("elements", justify="right")
+    table.add_column("tensors", justify="right", drop=1)
+    table.add_column("elements", justify="right", drop=2)
     table.add_column("bytes", justify="right")
     rows = [(Row(by_name[""]), 0)]
     while rows:
@@ -178,12 +179,12 @@ def _prefix_table(report: CheckpointSummary, depth: int, collapse: bool) -> Tabl
     return table
 
 
-def totals_table(report: CheckpointSummary) -> Table:
+def totals_table(report: CheckpointSummary) -> FitTable:
     t = report.totals
-    table = Table(title="Totals", title_justify="left", show_header=False, show_edge=False)
+    table = FitTable(title="Totals", show_header=False)
     table.add_column("what")
     table.add_column("value", justify="right")
-    table.add_column("note")
+    table.add_column("note", kind=PROSE)
     tied = sum(len(g.names) - 1 for g in report.shared if g.kind.value == "tied")
     table.add_row("tensors", f"{t.tensors:,}", f"{tied} tied name(s) share stored bytes" if tied else "")
     table.add_row("elements", f"{t.numel:,}", "")
@@ -202,12 +203,15 @@ def _size(numel: int, each: str = "") -> Text:
     return Text(f"  ({human_count(numel)}{each})", style="green") if numel else Text("")
 
 
-def stored_tensor_table(report: CheckpointSummary) -> Table:
-    """Every tensor of the checkpoint, one row each (``summary CKPT --tensors``)."""
-    table = Table(title="Tensors", title_justify="left", show_edge=False)
+def stored_tensor_table(report: CheckpointSummary) -> FitTable:
+    """Every tensor of the checkpoint, one row each (``summary CKPT --tensors``).
+
+    Too narrow a width leaves out files, split, chunks, numel and dtype, in that order."""
+    table = FitTable(title="Tensors")
     layout = report.layout  # DCP: how each tensor is chunked, and in which files
+    drops = {"files": 1, "split": 2, "chunks": 3, "numel": 4, "dtype": 5}
     for col in ("name", "shape", "dtype", "numel", "bytes") + (("chunks", "split", "files") if layout else ()):
-        table.add_column(col, justify="right" if col in ("numel", "bytes") else "left")
+        table.add_column(col, justify="right" if col in ("numel", "bytes") else "left", drop=drops.get(col))
     for t in report.tensors:
         shared = f" (= {', '.join(t.shared_with)})" if t.shared_with else ""
         extra = ()

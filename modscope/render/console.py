@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 from rich.console import Group
-from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
 from modscope.core.text import human_count, shape_str
 from modscope.render.collapse import Row, group_children
+from modscope.render.fit import FitTable
 from modscope.render.summary_tables import (
     DEFAULT_DEPTH,
     findings_view,
@@ -93,13 +93,17 @@ def _tree_label(row: Row, report: SummaryReport) -> Text:
     return text
 
 
-def tensor_table(report: SummaryReport) -> Table:
-    """Every parameter and buffer, one row each (``summary --tensors``)."""
-    table = Table(title="Tensors", title_justify="left", show_edge=False)
+def tensor_table(report: SummaryReport) -> FitTable:
+    """Every parameter and buffer, one row each (``summary --tensors``).
+
+    Too narrow a width leaves out device, grad/persist, kind, numel and dtype, in that order."""
+    table = FitTable(title="Tensors")
     sharded = report.distributed is not None  # DTensors: shape/numel are global; add the local shard
     columns = ("name", "kind", "shape", "dtype", "device", "numel", "grad/persist")
+    drops = {"device": 1, "grad/persist": 2, "kind": 3, "numel": 4, "dtype": 5, "placement": 6}
     for col in columns + (("local shape", "placement") if sharded else ()):
-        table.add_column(col, justify="right" if col == "numel" else "left")
+        table.add_column(col, justify="right" if col == "numel" else "left", drop=drops.get(col),
+                         kind="wrap" if col == "placement" else "fixed")
     for info in (*report.parameters, *report.buffers):
         flag = ("trainable" if info.requires_grad else "frozen") if info.kind.value == "parameter" else (
             "persistent" if info.persistent else "non-persistent"

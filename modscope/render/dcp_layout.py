@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 from rich.console import Group
-from rich.table import Table
 from rich.text import Text
 
 from modscope.core.text import human_bytes
+from modscope.render.fit import FitTable
 from modscope.reports.dcp_layout import DcpLayout, TensorLayout
 
 #: data files listed before "... and N more"
@@ -14,9 +14,10 @@ MAX_FILES = 16
 
 def layout_view(layout: DcpLayout) -> Group:
     """Files table, chunking summary, non-tensor entries and tensors the chunks do not cover."""
-    table = Table(title="DCP data files", title_justify="left", show_edge=False)
+    table = FitTable(title="DCP data files")
+    drops = {"tensors": 1, "chunks": 2, "tensor bytes": 3}
     for col in ("file", "size", "tensor bytes", "chunks", "tensors"):
-        table.add_column(col, justify="left" if col == "file" else "right")
+        table.add_column(col, justify="left" if col == "file" else "right", drop=drops.get(col))
     for f in layout.files[:MAX_FILES]:
         table.add_row(f.name, human_bytes(f.size), human_bytes(f.stored_bytes), str(f.chunks), str(f.tensors))
     if len(layout.files) > MAX_FILES:

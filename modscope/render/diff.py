@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 from rich.console import Group
-from rich.table import Table
 from rich.text import Text
 
 from modscope.core.text import human_count, shape_str
 from modscope.render.checkpoint import LIMIT, capped, name_list, source_label
+from modscope.render.fit import WORDS, FitTable
 from modscope.reports.diff import StateDictDiff
 
 
@@ -70,10 +70,13 @@ def _verdict(report: StateDictDiff) -> Text:
     return Text("different: " + ", ".join(said) + tolerance, style="red")
 
 
-def _table(title: str, *columns: str) -> Table:
-    table = Table(title=title, title_justify="left", show_edge=False)
+def _table(title: str, *columns: str) -> FitTable:
+    """Too narrow a width leaves out mean |A-B|, max |A-B| and differing (the values table); keys always stay."""
+    table = FitTable(title=title)
+    drops = {"mean |A-B|": 1, "max |A-B|": 2, "differing": 3}
     for i, col in enumerate(columns):
-        table.add_column(col, justify="left" if i == 0 else "right")
+        table.add_column(col, justify="left" if i == 0 else "right", drop=drops.get(col),
+                         kind=WORDS if col == "differing" else "fixed")
     return table
 
 

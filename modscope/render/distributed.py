@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 from rich.console import Group
-from rich.table import Table
 from rich.text import Text
 
 from modscope.core.text import human_bytes, human_count
+from modscope.render.fit import WRAP, FitTable
 from modscope.reports.distributed import DistributedInfo, RankInfo
 
 #: gathered reports list every rank up to this many; beyond it, the extremes and a one-line digest
@@ -45,10 +45,11 @@ def _header(info: DistributedInfo, params: int) -> Text:
     return Text.assemble(("Distributed  ", "bold"), where + "\n" + "\n".join(lines))
 
 
-def _meshes(info: DistributedInfo) -> Table:
-    table = Table(title="Device meshes", title_justify="left", show_edge=False)
+def _meshes(info: DistributedInfo) -> FitTable:
+    table = FitTable(title="Device meshes")
     for col in ("mesh", "layout", "ranks", "param tensors", "elements"):
-        table.add_column(col, justify="right" if col in ("param tensors", "elements") else "left")
+        table.add_column(col, justify="right" if col in ("param tensors", "elements") else "left",
+                         kind=WRAP if col in ("layout", "ranks") else "fixed")
     for m in info.meshes:
         ranks = ", ".join(map(str, m.ranks[:8])) + (f" ... ({len(m.ranks)})" if len(m.ranks) > 8 else "")
         table.add_row(m.id, m.label, ranks, str(m.params), human_count(m.param_numel))
@@ -73,10 +74,13 @@ def _share(part: int, whole: int) -> str:
     return f"{100 * part / whole:.1f}%" if whole else "-"
 
 
-def _ranks_table(ranks: tuple[RankInfo, ...]) -> Table:
-    table = Table(title="Per rank", title_justify="left", show_edge=False)
+def _ranks_table(ranks: tuple[RankInfo, ...]) -> FitTable:
+    """Too narrow a width leaves out local, host and param elements, in that order."""
+    table = FitTable(title="Per rank")
+    drops = {"local": 1, "host": 2, "param elements": 3}
     for col in ("rank", "host", "local", "devices", "param elements", "param bytes", "buffer bytes"):
-        table.add_column(col, justify="right" if col not in ("host", "devices") else "left")
+        table.add_column(col, justify="right" if col not in ("host", "devices") else "left", drop=drops.get(col),
+                         kind=WRAP if col == "devices" else "fixed")
     shown = list(ranks)
     if len(ranks) > MAX_RANK_ROWS:
         by_bytes = sorted(ranks, key=lambda r: r.param_bytes)

@@ -3,12 +3,12 @@ notes, fallbacks and the failure, if any."""
 from __future__ import annotations
 
 from rich.console import Group
-from rich.table import Table
 from rich.text import Text
 
 from modscope.core.text import human_bytes, human_count, human_flops
 from modscope.render.collapse import Row, group_children
-from modscope.render.structure_text import call_str, structure_str
+from modscope.render.fit import WRAP, FitTable
+from modscope.render.structure_text import call_str, clip, structure_str
 from modscope.render.summary_tables import findings_view, module_table, shared_view, summary_title, totals_table
 from modscope.reports import SummaryReport
 from modscope.reports.forward import ForwardReport, MemoryEstimate, ModuleForward
@@ -36,18 +36,20 @@ def forward_summary_view(report: SummaryReport, *, depth: int, collapse: bool = 
     return Group(*parts)
 
 
-def forward_table(report: SummaryReport, *, depth: int, collapse: bool = True) -> Table:
-    """One row per module (to ``depth``): type, parameters, input and output shapes, calls, FLOPs."""
+def forward_table(report: SummaryReport, *, depth: int, collapse: bool = True) -> FitTable:
+    """One row per module (to ``depth``): type, parameters, input and output shapes, calls, FLOPs.
+
+    Too narrow a width leaves out input, calls, params, type, FLOPs and output, in that order."""
     forward = report.forward
     by_name = {m.name: m for m in report.modules}
-    table = Table(title=summary_title(report), title_justify="left", show_edge=False)
+    table = FitTable(title=summary_title(report))
     table.add_column("module")
-    table.add_column("type")
-    table.add_column("params", justify="right")
-    table.add_column("input", overflow="fold")
-    table.add_column("output", overflow="fold")
-    table.add_column("calls", justify="right")
-    table.add_column("FLOPs", justify="right")
+    table.add_column("type", drop=4)
+    table.add_column("params", justify="right", drop=3)
+    table.add_column("input", kind=WRAP, drop=1)
+    table.add_column("output", kind=WRAP, drop=6)
+    table.add_column("calls", justify="right", drop=2)
+    table.add_column("FLOPs", justify="right", drop=5)
     failed = forward.failure.module if forward.failure is not None else None
     rows = [(Row(by_name[""]), 0, [""])]
     while rows:
@@ -63,7 +65,7 @@ def forward_table(report: SummaryReport, *, depth: int, collapse: bool = True) -
     return table
 
 
-def _add_row(table: Table, row: Row, level: int, members: list[ModuleForward], failed: str | None) -> None:
+def _add_row(table: FitTable, row: Row, level: int, members: list[ModuleForward], failed: str | None) -> None:
     m, first = row.module, members[0]
     output = Text("FAILED", style="red") if failed is not None and failed in (e.name for e in members) else _call_output(first)
     each = f" x{row.count}" if row.count > 1 else ""
@@ -85,7 +87,7 @@ def _call_inputs(entry: ModuleForward) -> str:
     text = call_str(entry.first.args, entry.first.kwargs)
     if entry.variants:
         text += f" (+{len(entry.variants)} other)"
-    return text if len(text) <= _SHAPE_WIDTH else text[: _SHAPE_WIDTH - 1] + "…"
+    return clip(text, _SHAPE_WIDTH)
 
 
 def _call_output(entry: ModuleForward) -> str:
@@ -135,11 +137,11 @@ def flops_view(forward: ForwardReport) -> Text:
 
 def memory_view(memory: MemoryEstimate) -> Group:
     """Inference vs training bytes per category, by dtype, with the assumptions behind them."""
-    table = Table(title=f"Memory estimate (optimizer: {memory.optimizer_name})", title_justify="left", show_edge=False)
+    table = FitTable(title=f"Memory estimate (optimizer: {memory.optimizer_name})")
     table.add_column("")
     table.add_column("inference", justify="right")
     table.add_column("training", justify="right")
-    table.add_column("by dtype")
+    table.add_column("by dtype", kind=WRAP, drop=1)
     unknown = "?"
 
     def dtypes(key: str) -> str:
@@ -161,17 +163,19 @@ def memory_view(memory: MemoryEstimate) -> Group:
     return Group(*parts, Text("Assumptions:", style="dim"), assumptions)
 
 
-def precision_view(memory: MemoryEstimate) -> Table:
-    """The same estimate for the model stored in each precision: weights, inference, one training step."""
+def precision_view(memory: MemoryEstimate) -> FitTable:
+    """The same estimate for the model stored in each precision: weights, inference, one training step.
+
+    Too narrow a width leaves out the optimizers' columns from the last one back."""
     optimizers = list(memory.precisions[0].training)
-    table = Table(
+    table = FitTable(
         title="Memory by precision (same inputs): weights, inference, one training step with each optimizer",
-        title_justify="left",
-        show_edge=False,
     )
-    table.add_column("stored as", no_wrap=True)
-    for header in ("weights", "inference", *(_OPTIMIZER_NAMES.get(name, name) for name in optimizers)):
-        table.add_column(header, justify="right", no_wrap=True)
+    table.add_column("stored as")
+    table.add_column("weights", justify="right")
+    table.add_column("inference", justify="right")
+    for rank, name in enumerate(optimizers):
+        table.add_column(_OPTIMIZER_NAMES.get(name, name), justify="right", drop=len(optimizers) - rank)
     for row in memory.precisions:
         training = ["-" if row.training[name] is None else human_bytes(row.training[name]) for name in optimizers]
         table.add_row(row.precision, human_bytes(row.weights), human_bytes(row.inference), *training)

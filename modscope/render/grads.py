@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 from rich.console import Group
-from rich.table import Table
 from rich.text import Text
 
 from modscope.core.text import human_count, sci
+from modscope.render.fit import PROSE, WORDS, FitTable
 from modscope.reports.grads import GradReport, GradStatus, GradWatchReport, ModuleGrad
 
 STYLE = {
@@ -46,11 +46,14 @@ def grads_view(report: GradReport, *, params: bool = False) -> Group:
     return Group(*parts)
 
 
-def _layer_table(modules: tuple[ModuleGrad, ...]) -> Table:
-    table = Table(title="Layers (parameters owned directly)", title_justify="left", show_edge=False)
-    for col, justify in (("module", "left"), ("type", "left"), ("status", "left"), ("grad norm", "right"),
-                         ("mean |g|", "right"), ("max |g|", "right"), ("tensors", "right")):
-        table.add_column(col, justify=justify)
+def _layer_table(modules: tuple[ModuleGrad, ...]) -> FitTable:
+    """Too narrow a width leaves out tensors, mean |g|, max |g| and type, in that order."""
+    table = FitTable(title="Layers (parameters owned directly)")
+    for col, justify, drop, kind in (("module", "left", None, WORDS), ("type", "left", 4, WORDS),
+                                     ("status", "left", None, "fixed"), ("grad norm", "right", None, "fixed"),
+                                     ("mean |g|", "right", 2, "fixed"), ("max |g|", "right", 3, "fixed"),
+                                     ("tensors", "right", 1, "fixed")):
+        table.add_column(col, justify=justify, drop=drop, kind=kind)
     i = 0
     while i < len(modules):
         j = i
@@ -70,11 +73,13 @@ def _layer_table(modules: tuple[ModuleGrad, ...]) -> Table:
     return table
 
 
-def _param_table(report: GradReport) -> Table:
-    table = Table(title="Parameters", title_justify="left", show_edge=False)
-    for col, justify in (("parameter", "left"), ("numel", "right"), ("status", "left"), ("grad norm", "right"),
-                         ("max |g|", "right"), ("weight norm", "right"), ("grad/weight", "right")):
-        table.add_column(col, justify=justify)
+def _param_table(report: GradReport) -> FitTable:
+    """Too narrow a width leaves out weight norm, max |g|, numel and grad/weight, in that order."""
+    table = FitTable(title="Parameters")
+    for col, justify, drop in (("parameter", "left", None), ("numel", "right", 3), ("status", "left", None),
+                               ("grad norm", "right", None), ("max |g|", "right", 2), ("weight norm", "right", 1),
+                               ("grad/weight", "right", 4)):
+        table.add_column(col, justify=justify, drop=drop, kind=WORDS if col == "parameter" else "fixed")
     for p in report.params:
         also = f" (= {', '.join(p.shared_with)})" if p.shared_with else ""
         table.add_row(p.name + also, human_count(p.numel), status_text(p.status), sci(p.norm), sci(p.max_abs),
@@ -82,11 +87,11 @@ def _param_table(report: GradReport) -> Table:
     return table
 
 
-def _problem_table(report: GradReport) -> Table:
-    table = Table(title="Problems", title_justify="left", show_edge=False)
-    table.add_column("parameter")
+def _problem_table(report: GradReport) -> FitTable:
+    table = FitTable(title="Problems")
+    table.add_column("parameter", kind=WORDS)
     table.add_column("status")
-    table.add_column("meaning", overflow="fold")
+    table.add_column("meaning", kind=PROSE)
     for p in report.problems:
         table.add_row(p.name, status_text(p.status), MEANING[p.status])
     return table
@@ -109,20 +114,21 @@ def watch_view(report: GradWatchReport, *, last: int = 10) -> Group:
     """Per-parameter running statistics and the last ``last`` steps of a watched run."""
     header = Text.assemble(("Gradient watch ", "bold"), (report.model.type, "cyan"),
                            f"  {len(report.steps)} step(s), one per {report.step_on} call")
-    params = Table(title="Parameters (norm over the steps with a finite gradient)", title_justify="left",
-                   show_edge=False)
-    for col, justify in (("parameter", "left"), ("status", "left"), ("steps", "right"), ("no grad", "right"),
-                         ("min", "right"), ("mean", "right"), ("max", "right"), ("last", "right")):
-        params.add_column(col, justify=justify)
+    params = FitTable(title="Parameters (norm over the steps with a finite gradient)")
+    for col, justify, drop in (("parameter", "left", None), ("status", "left", None), ("steps", "right", 2),
+                               ("no grad", "right", 3), ("min", "right", 4), ("mean", "right", 1),
+                               ("max", "right", 5), ("last", "right", None)):
+        params.add_column(col, justify=justify, drop=drop)
     for p in report.params:
         if p.status is GradStatus.FROZEN:
             continue
         params.add_row(p.name, status_text(p.status), str(p.steps_with_grad), str(p.no_grad_steps),
                        sci(p.norm_min), sci(p.norm_mean), sci(p.norm_max), sci(p.norm_last))
-    steps = Table(title=f"Last {min(last, len(report.steps))} step(s)", title_justify="left", show_edge=False)
-    for col, justify in (("step", "right"), ("total norm", "right"), ("largest", "right"), ("in", "left"),
-                         ("no grad", "right"), ("zero", "right"), ("nonfinite", "right")):
-        steps.add_column(col, justify=justify)
+    steps = FitTable(title=f"Last {min(last, len(report.steps))} step(s)")
+    for col, justify, drop in (("step", "right", None), ("total norm", "right", None), ("largest", "right", 4),
+                               ("in", "left", 5), ("no grad", "right", 3), ("zero", "right", 2),
+                               ("nonfinite", "right", 1)):
+        steps.add_column(col, justify=justify, drop=drop)
     for s in report.steps[-last:]:
         steps.add_row(str(s.step), sci(s.total_norm), sci(s.max_norm), s.max_norm_param, str(s.no_grad),
                       str(s.zero), str(s.nonfinite))

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 from rich.console import Group
-from rich.table import Table
 from rich.text import Text
 
 from modscope.core.text import sci, shape_str
+from modscope.render.fit import WORDS, FitTable
 from modscope.reports.nonfinite import NonfiniteEvent, NonfiniteReport, Origin, TensorStats
 
 
@@ -67,13 +67,14 @@ def _explain(event: NonfiniteEvent) -> str:
     return "this parameter's gradient is non-finite (its module's backward produced it)"
 
 
-def _stats_table(stats: tuple[TensorStats, ...]) -> Table:
-    table = Table(show_edge=False, box=None, padding=(0, 1, 0, 1))
-    table.add_column("  tensor", overflow="fold")
-    for col in ("shape", "dtype"):
-        table.add_column(col, overflow="fold")
-    for col in ("min", "max", "mean", "nan/+inf/-inf"):
-        table.add_column(col, justify="right", no_wrap=True)
+def _stats_table(stats: tuple[TensorStats, ...]) -> FitTable:
+    """Too narrow a width leaves out mean, dtype, min and max, in that order."""
+    table = FitTable(box=False)
+    table.add_column("  tensor", kind=WORDS)
+    table.add_column("shape")
+    table.add_column("dtype", drop=2)
+    for col, drop in (("min", 3), ("max", 4), ("mean", 1), ("nan/+inf/-inf", None)):
+        table.add_column(col, justify="right", drop=drop)
     for s in stats:
         label = "  " + s.label + (" (changed in place later)" if s.changed_in_place else "")
         style = "red" if s.nonfinite else ""

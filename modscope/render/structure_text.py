@@ -19,9 +19,20 @@ def structure_str(value, limit: int | None = None) -> str:
         text = "{" + ", ".join(f"{k}: {structure_str(v)}" for k, v in value.items()) + "}"
     else:
         text = repr(value)
-    if limit is not None and len(text) > limit:
-        text = text[: limit - 1] + "…"
-    return text
+    return text if limit is None else clip(text, limit)
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters with a closing '…', at a space or comma so no number is split.
+
+    >>> clip("(1x3x224x224, 1x10)", 16)
+    '(1x3x224x224, …'
+    """
+    if len(text) <= limit:
+        return text
+    head = text[: limit - 1]
+    at = max(head.rfind(" "), head.rfind(","))
+    return (head[: at + 1] if at > 0 else head) + "…"
 
 
 def call_str(args, kwargs) -> str:

@@ -1,45 +1,48 @@
 """The tables a summary is built from, with or without a forward pass: modules, totals, shared groups, findings."""
 from __future__ import annotations
 
-from rich.table import Table
 from rich.text import Text
 
 from modscope.core.text import human_bytes, human_count
 from modscope.render.collapse import Row, group_children
+from modscope.render.fit import PROSE, WRAP, FitTable
 from modscope.reports import Severity, SummaryReport
 
 DEFAULT_DEPTH = 3
 
 
-def shared_view(report: SummaryReport) -> Table:
-    table = Table(title="Shared", title_justify="left", show_edge=False)
+def shared_view(report: SummaryReport) -> FitTable:
+    table = FitTable(title="Shared")
     table.add_column("kind")
-    table.add_column("names")
+    table.add_column("names", kind=WRAP)
     for group in report.shared:
         table.add_row(group.kind.value, ", ".join(group.names))
     return table
 
 
-def findings_view(findings, *, title: str) -> Table:
-    table = Table(title=title, title_justify="left", show_edge=False)
+def findings_view(findings, *, title: str) -> FitTable:
+    table = FitTable(title=title)
     table.add_column("level")
-    table.add_column("code")
-    table.add_column("message", overflow="fold")
+    table.add_column("code", kind=PROSE)
+    table.add_column("message", kind=PROSE)
     for f in findings:
         style = {Severity.ERROR: "red", Severity.INFO: "dim"}.get(f.severity, "yellow")
         table.add_row(Text(f.severity.value, style=style), f.code, f.message)
     return table
 
 
-def module_table(report: SummaryReport, depth: int, collapse: bool) -> Table:
+def module_table(report: SummaryReport, depth: int, collapse: bool) -> FitTable:
+    """One row per module to ``depth``.
+
+    Too narrow a width leaves out buffers, trainable, params and type, in that order."""
     by_name = {m.name: m for m in report.modules}
-    table = Table(title=summary_title(report), title_justify="left", show_edge=False)
+    table = FitTable(title=summary_title(report))
     table.add_column("module")
-    table.add_column("type")
-    table.add_column("params", justify="right")
+    table.add_column("type", drop=4)
+    table.add_column("params", justify="right", drop=3)
     table.add_column("total", justify="right")
-    table.add_column("trainable", justify="right")
-    table.add_column("buffers", justify="right")
+    table.add_column("trainable", justify="right", drop=2)
+    table.add_column("buffers", justify="right", drop=1)
     rows = [(Row(by_name[""]), 0)]
     while rows:
         row, level = rows.pop(0)
@@ -50,7 +53,7 @@ def module_table(report: SummaryReport, depth: int, collapse: bool) -> Table:
     return table
 
 
-def _add_module_row(table: Table, row: Row, level: int) -> None:
+def _add_module_row(table: FitTable, row: Row, level: int) -> None:
     m = row.module
     each = f" x{row.count}" if row.count > 1 else ""
     table.add_row(
@@ -69,12 +72,12 @@ def _count(n: int, copies: int) -> str:
     return f"{human_count(n)} each" if copies > 1 else human_count(n)
 
 
-def totals_table(report: SummaryReport) -> Table:
+def totals_table(report: SummaryReport) -> FitTable:
     t = report.totals
-    table = Table(title="Totals", title_justify="left", show_header=False, show_edge=False)
+    table = FitTable(title="Totals", show_header=False)
     table.add_column("what")
     table.add_column("value", justify="right")
-    table.add_column("note")
+    table.add_column("note", kind=PROSE)
     table.add_row("parameters", f"{t.params:,}", f"{human_bytes(t.param_bytes)}")
     table.add_row("  trainable", f"{t.trainable_params:,}", "")
     table.add_row("  frozen", f"{t.frozen_params:,}", "")

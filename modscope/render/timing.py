@@ -2,15 +2,18 @@
 from __future__ import annotations
 
 from rich.console import Group
-from rich.table import Table
 from rich.text import Text
 
 from modscope.core.text import millis
+from modscope.render.fit import WORDS, FitTable
 from modscope.reports.timing import PassTiming, TimingReport
 
 
 def timing_view(report: TimingReport, *, top: int | None = 20) -> Group:
-    """The ``top`` slowest modules by self time (all with None) and a comparison with unhooked passes."""
+    """The ``top`` slowest modules by self time (all with None) and a comparison with unhooked passes.
+
+    Too narrow a width leaves out the p90 columns (forward, then backward), calls, the total times and the
+    shares, in that order; the module and its self times always stay."""
     backward = report.backward is not None
     header = Text.assemble(
         ("Layer times ", "bold"), (report.model.type, "cyan"),
@@ -18,14 +21,14 @@ def timing_view(report: TimingReport, *, top: int | None = 20) -> Group:
         f"median and p90 of {report.repeat} runs after {report.warmup} warm-up",
     )
     shown = report.layers if top is None else report.layers[:top]
-    table = Table(show_edge=False, title_justify="left",
-                  title=f"Slowest {len(shown)} of {len(report.layers)} modules by self time (ms)")
-    table.add_column("module", overflow="fold")
-    columns = ["calls", "fwd self", "p90", "fwd total", "share"]
+    table = FitTable(title=f"Slowest {len(shown)} of {len(report.layers)} modules by self time (ms)")
+    table.add_column("module", kind=WORDS)  # wraps between the name and its type, never inside the name
+    columns = [("calls", 3, None), ("fwd self", None, None), ("p90", 1, "fwd p90"), ("fwd total", 4, None),
+               ("share", 6, "fwd share")]
     if backward:
-        columns += ["bwd self", "p90 ", "bwd total", "share "]
-    for col in columns:
-        table.add_column(col, justify="right", no_wrap=True)
+        columns += [("bwd self", None, None), ("p90", 2, "bwd p90"), ("bwd total", 5, None), ("share", 7, "bwd share")]
+    for title, drop, name in columns:
+        table.add_column(title, justify="right", drop=drop, name=name)
     for t in shown:
         flag = "~" if t.below_resolution else ""
         module = Text.assemble(t.name or "(root)", (f" {t.type}", "dim"))

@@ -13,7 +13,7 @@ import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
@@ -45,8 +45,11 @@ def time_layers(
     target: torch.Tensor | None = None,
     name: str | None = None,
     clock: str = "auto",
+    progress: Callable[[int, int], None] | None = None,
 ) -> TimingReport:
     """Time every module of ``model`` on ``inputs`` (moved with the model to ``device`` for the run only).
+
+    ``progress(done, total)`` is called after each of the ``warmup + repeat`` iterations.
 
     >>> report = modscope.time_layers(model, torch.randn(8, 3, 224, 224), backward=True)
     >>> [(t.name, t.forward_self.median) for t in report.layers[:5]]      # slowest first, nanoseconds
@@ -75,14 +78,15 @@ def time_layers(
             note = None if reason is None else f"CUDA events: {reason}"
         if device.type == "cuda" and note is None:
             try:
-                return _measure(run, model, name, device, KernelClock(run.clock), warmup, repeat, backward, None)
+                return _measure(run, model, name, device, KernelClock(run.clock), warmup, repeat, backward, None,
+                                progress)
             except KernelTraceError as why:
                 note = f"CUDA events: {why}"
                 run.holds = QueueAhead(run.clock)
-        return _measure(run, model, name, device, run.clock, warmup, repeat, backward, note)
+        return _measure(run, model, name, device, run.clock, warmup, repeat, backward, note, progress)
 
 
-def _measure(run, model, name, device, clock, warmup, repeat, backward, note) -> TimingReport:
+def _measure(run, model, name, device, clock, warmup, repeat, backward, note, progress) -> TimingReport:
     """Unhooked passes timed on ``run``'s clock and hooked ones on ``clock``, in turns."""
     timer = _LayerTimer(model, clock, backward, run.holds)
     bare, hooked, held = [], [], []
@@ -94,6 +98,8 @@ def _measure(run, model, name, device, clock, warmup, repeat, backward, note) ->
         with timer.hooks():
             hooked.append(run(timer))
         held.append(run.holds.held)
+        if progress is not None:
+            progress(i + 1, warmup + repeat)
     bare, hooked, held = bare[warmup:], hooked[warmup:], held[2 * warmup:]
     return _report(model, name, device, clock, warmup, repeat, backward, bare, hooked, timer, held, note)
 

@@ -189,7 +189,7 @@ def load_target(
         else:
             from modscope.checkpoint.weights import load_weights
 
-            load_weights(model, weights, key=key, trust=trust)
+            load_weights(model, weights, key=key, trust=trust, target=target)
     return model
 
 

@@ -59,14 +59,63 @@ def load_model(
     if is_object_spec(target):
         return _instantiate(resolve_object(target), target, kwargs, device)
     path = Path(target)
+    if path.suffix in _SOURCE_SUFFIXES and path.is_file():
+        raise LoadError(name_the_model(path))
     if path.is_file() or path.is_dir():
         if kwargs:
             raise UsageError("--arg/--args-json apply to classes and factories, not to saved model files")
         return load_saved_module(path, trust=trust)
+    close = closest_path(target)
+    if close is not None:
+        raise LoadError(f"no such file or folder: {target} (did you mean {close}?)")
     raise LoadError(
         f"cannot understand target {target!r}: expected path/to/file.py:Name, package.module:Name, "
         "or an existing TorchScript/pickled model file"
     )
+
+
+_SOURCE_SUFFIXES = (".py", ".pyw")
+
+
+def name_the_model(path: Path) -> str:
+    """The error for a Python file given without ``:Name``: what it defines (read by ``ast``, never run)."""
+    from modscope.load.source_names import buildable
+
+    classes, factories = buildable(path)
+    if not classes and not factories:
+        return f"{path} is Python source that defines no class or function: give path/to/file.py:Name"
+    listed = "; ".join(
+        f"{what}: {_first_few(names)}" for what, names in (("classes", classes), ("factories", factories)) if names
+    )
+    return f"{path} is Python source: name the model in it, e.g. {path}:{(classes or factories)[0]} ({listed})"
+
+
+def _first_few(names: list[str], limit: int = 8) -> str:
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def closest_path(text: str) -> str | None:
+    """The existing path closest to a misspelt one, part by part (``exmples/lenet.py`` -> ``examples/lenet.py``)."""
+    path = Path(text)
+    if path.exists() or not text:
+        return None
+    parts = path.parts
+    found = Path(parts[0]) if path.is_absolute() else Path(".")
+    start = 1 if path.is_absolute() else 0
+    for part in parts[start:]:
+        if (found / part).exists():
+            found = found / part
+            continue
+        try:
+            names = [n for n in os.listdir(found) if not n.startswith(".") or part.startswith(".")]
+        except OSError:
+            return None
+        close = difflib.get_close_matches(part, names, n=1, cutoff=0.6)
+        if not close:
+            return None
+        found = found / close[0]
+    shown = str(found)
+    return shown if shown != text else None
 
 
 def _hub_kind(target: str) -> str | None:
@@ -158,7 +207,9 @@ def _import_namespace(spec: str):
         return importlib.import_module(spec)
     except ModuleNotFoundError as exc:
         if exc.name and spec.startswith(exc.name):
-            raise LoadError(f"cannot import {spec!r}: no module named {exc.name!r} (is it installed?)")
+            close = _close_module(exc.name)
+            hint = f"did you mean {close}?" if close else "is it installed, or run from the folder that holds it?"
+            raise LoadError(f"cannot import {spec!r}: no module named {exc.name!r} ({hint})")
         raise LoadError(f"importing {spec!r} failed: {_describe_exception(exc, None)}")
     except KeyboardInterrupt:
         raise
@@ -166,9 +217,29 @@ def _import_namespace(spec: str):
         raise LoadError(f"importing {spec!r} failed: {_describe_exception(exc, None)}")
 
 
+def _close_module(name: str) -> str | None:
+    """The importable module closest to a misspelt ``name``, found by listing folders (nothing imported)."""
+    import pkgutil
+
+    parent, _, leaf = name.rpartition(".")
+    package = sys.modules.get(parent) if parent else None
+    if parent and package is None:
+        return None
+    where = getattr(package, "__path__", None) if package is not None else None
+    if parent and where is None:
+        return None
+    try:
+        names = {m.name for m in pkgutil.iter_modules(where)}
+    except (OSError, ValueError):
+        return None
+    close = difflib.get_close_matches(leaf, sorted(names), n=1, cutoff=0.75)
+    return (f"{parent}.{close[0]}" if parent else close[0]) if close else None
+
+
 def _import_file(path: Path):
     if not path.is_file():
-        raise LoadError(f"file not found: {path}")
+        close = closest_path(str(path))
+        raise LoadError(f"file not found: {path}" + (f" (did you mean {close}?)" if close else ""))
     try:
         path.open("rb").close()
     except OSError as exc:
@@ -218,14 +289,38 @@ def _describe_exception(exc: BaseException, source: Path | None) -> str:
         text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     else:  # sys.exit() or another BaseException from the user's code
         text = what_user_code_did(exc)
+    text = _without_internal_lines(text)
     frames = traceback.extract_tb(exc.__traceback__)
     if source is not None:
         frames = [f for f in frames if Path(f.filename).resolve() == source]
-    if isinstance(exc, SyntaxError) and exc.lineno:
+    if isinstance(exc, SyntaxError) and exc.lineno and source is not None:
         return f"{text} (line {exc.lineno})"
-    if frames:
+    if source is not None and frames:
         return f"{text} (line {frames[-1].lineno})"
+    frames = [f for f in frames if _is_user_file(f.filename)]
+    if frames:  # the user's own code raised (a constructor, a class's module): where, in their file
+        return f"{text} ({Path(frames[-1].filename).name} line {frames[-1].lineno})"
     return text
+
+
+def _without_internal_lines(text: str) -> str:
+    """The first line of a message, without a torch-internal "(line 1904)" of its own (weights_only errors)."""
+    import re
+
+    first = next((line.strip() for line in text.splitlines() if line.strip()), text.strip())
+    return re.sub(r"\s*\(line \d+\)", "", first)
+
+
+def _is_user_file(filename: str) -> bool:
+    """Not Python's, torch's, an installed package's or modscope's own source: the user's code."""
+    import sysconfig
+
+    if filename.startswith("<"):
+        return False
+    resolved = str(Path(filename).resolve())
+    ours = [Path(torch.__file__).parent, Path(__file__).parent.parent]
+    ours += [Path(p) for k, p in sysconfig.get_paths().items() if k in ("stdlib", "platstdlib", "purelib", "platlib")]
+    return not any(resolved.startswith(str(p.resolve()) + os.sep) for p in ours)
 
 
 # --- resolving and building ------------------------------------------------------------------------------
@@ -389,5 +484,10 @@ def _torchscript_in(folder: Path) -> Path | None:
 def _load_trusted(path: Path):
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
+    except ModuleNotFoundError as exc:
+        raise LoadError(
+            f"cannot unpickle {path}: it names a class in module {exc.name!r}, which is not importable from here: "
+            "run modscope from the folder that holds that module (or install it)"
+        )
     except Exception as exc:
         raise LoadError(f"cannot unpickle {path}: {_describe_exception(exc, None)}")

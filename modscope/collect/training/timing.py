@@ -28,6 +28,7 @@ from modscope.collect.training.loss import Loss, LossKind, loss_kind, make_loss
 from modscope.core.walk import copy_if_lazy, move, visits
 from modscope.errors import ForwardError, UsageError
 from modscope.load.inputs import as_model_inputs
+from modscope.load.input_errors import explain
 from modscope.report.static import ModelRef
 from modscope.report.timing import LayerTiming, PassTiming, TimeStat, TimingReport
 
@@ -102,7 +103,7 @@ class _Runner:
             output = self.inputs.call(self.model)
         except Exception as exc:
             holds.done()
-            raise ForwardError(f"the model's forward raised {type(exc).__name__}: {exc}") from exc
+            raise ForwardError(f"the model's forward raised {explain(exc, self.model)}") from exc
         middle = clock.mark()
         holds.done()
         backward_time = None

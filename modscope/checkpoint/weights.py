@@ -47,10 +47,10 @@ def load_weights(
         try:
             load_state_dict(model, state, strict=True, assign=on_meta)
         except RuntimeError as exc:
-            raise CheckpointError(_does_not_load(exc, model, weights, ckpt.key, target)) from None
+            raise CheckpointError(does_not_load(exc, model, weights, ckpt.key, target)) from None
 
 
-def _does_not_load(exc: RuntimeError, model: nn.Module, weights: str, key: str | None, target: str | None) -> str:
+def does_not_load(exc: RuntimeError, model: nn.Module, weights: str, key: str | None, target: str | None) -> str:
     """One line: the prefix to strip (and the ``--key`` that strips it), or what is wrong and where to look."""
     label = type(model).__name__
     check = f"modscope check {target or 'TARGET'} --weights {weights}" + (f" --key {key}" if key else "")

@@ -28,10 +28,12 @@ class Defined:
     module_class: bool = False  # a class whose bases read as nn.Module subclasses
 
 
-def defined_names(path: str | os.PathLike, *, within: str = "") -> list[Defined]:
+def defined_names(path: str | os.PathLike, *, within: str = "", follow: bool = True) -> list[Defined]:
     """Public classes, functions and instances ``path`` defines, in source order; [] when it cannot be read.
 
-    ``within`` names a class (dotted for nested ones): its methods and nested classes instead.
+    ``within`` names a class (dotted for nested ones): its methods and nested classes instead. With ``follow``,
+    what the file imports from its own package (``from .resnet import *``, ``from .x import Net``) counts too,
+    one level deep, as a package's ``__init__.py`` exports it.
     """
     tree = _parse(path)
     if tree is None:
@@ -54,7 +56,41 @@ def defined_names(path: str | os.PathLike, *, within: str = "") -> list[Defined]
             out.append(Defined(node.name, "function"))
         elif isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) and not within:
             out += [Defined(t.id, "instance") for t in node.targets if isinstance(t, ast.Name)]
-    return [d for d in out if not d.name.startswith("_")]
+        elif isinstance(node, ast.ImportFrom) and node.level and follow and not within:
+            out += _imported(path, node)
+    seen: set[str] = set()
+    return [d for d in out if not d.name.startswith("_") and not (d.name in seen or seen.add(d.name))]
+
+
+def _imported(path, node: ast.ImportFrom) -> list[Defined]:
+    """The names ``from .module import ...`` brings into ``path`` (``*``: the module's ``__all__`` or its names)."""
+    base = os.path.dirname(os.path.abspath(path))
+    for _ in range(node.level - 1):
+        base = os.path.dirname(base)
+    source = module_file(node.module, [base]) if node.module else None
+    there = {d.name: d for d in defined_names(source, follow=False)} if source else {}
+    if any(alias.name == "*" for alias in node.names):
+        exported = _literal_all(source) if source else None
+        if exported is None:
+            return list(there.values())
+        return [there.get(name, Defined(name, "imported")) for name in exported]
+    out = []
+    for alias in node.names:
+        found = there.get(alias.name, Defined(alias.name, "imported"))
+        out.append(Defined(alias.asname or alias.name, found.kind, found.module_class))
+    return out
+
+
+def _literal_all(path) -> list[str] | None:
+    tree = _parse(path)
+    for node in tree.body if tree is not None else ():
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
+            try:
+                names = ast.literal_eval(node.value)
+            except (ValueError, SyntaxError, TypeError):
+                return None
+            return [n for n in names if isinstance(n, str)] if isinstance(names, (list, tuple)) else None
+    return None
 
 
 def buildable(path: str | os.PathLike) -> tuple[list[str], list[str]]:

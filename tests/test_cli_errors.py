@@ -65,6 +65,9 @@ def test_python_file_without_name_lists_what_it_defines_without_running_it(tmp_p
     line = _one_line(cli("summary", "examples/lenet.py"))
     assert line.endswith("name the model in it, e.g. examples/lenet.py:LeNet (classes: LeNet)")
     assert _one_line(cli("summary", "examples/lenet.py", "--trust")) == line  # no UnpicklingError
+    assert _one_line(cli("summary", "examples/lenet.py:")) == line
+    line = _one_line(cli("check", "examples/lenet.py:LeNet", "--weights", "examples/lenet.py"))
+    assert line.endswith("examples/lenet.py is Python source, not a checkpoint; a model in it is named as examples/lenet.py:LeNet")
     model = tmp_path / "model.py"
     marker = tmp_path / "ran"
     model.write_text(textwrap.dedent(f"""
@@ -98,6 +101,11 @@ def test_float_input_into_embedding_names_the_integer_form_with_its_size(command
     assert line.endswith("give --input 2,8:int64[0,50)")
     assert "Expected tensor for argument" not in line
     assert cli(command, *TINY_GPT, "--input", "2,8:int64[0,50)").returncode == 0  # the advice works
+
+
+def test_shape_written_as_printed_in_tables_names_the_comma_form():
+    line = _one_line(cli("summary", "examples/lenet.py:LeNet", "--input", "1x1x28x28"))
+    assert line.endswith("input spec '1x1x28x28': sizes are separated by commas, as in 1,1,28,28")
 
 
 def test_ids_past_the_embedding_name_the_range_it_takes():

@@ -40,6 +40,12 @@ def detect(path: str) -> tuple[str, str]:
         return INDEX, path
     if head[:1] == b"\x80":
         return LEGACY, path
+    if path.endswith(".py"):
+        from modscope.load.source_names import buildable
+
+        classes, factories = buildable(path)
+        named = f"; a model in it is named as {path}:{(classes or factories)[0]}" if classes or factories else ""
+        raise CheckpointError(f"{path} is Python source, not a checkpoint{named}")
     raise CheckpointError(
         f"{path} is not a checkpoint modscope can read (expected a torch.save file, safetensors, a sharded "
         "index .json or a torch.distributed.checkpoint folder)"

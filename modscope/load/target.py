@@ -58,7 +58,7 @@ def load_model(
         return load_hub(target, kwargs=kwargs, trust=trust, device=device)
     if is_object_spec(target):
         return _instantiate(resolve_object(target), target, kwargs, device)
-    path = Path(target)
+    path = Path(target.removesuffix(":") if target.endswith(".py:") else target)
     if path.suffix in _SOURCE_SUFFIXES and path.is_file():
         raise LoadError(name_the_model(path))
     if path.is_file() or path.is_dir():
@@ -304,11 +304,8 @@ def _describe_exception(exc: BaseException, source: Path | None) -> str:
 
 
 def _without_internal_lines(text: str) -> str:
-    """The first line of a message, without a torch-internal "(line 1904)" of its own (weights_only errors)."""
-    import re
-
-    first = next((line.strip() for line in text.splitlines() if line.strip()), text.strip())
-    return re.sub(r"\s*\(line \d+\)", "", first)
+    """The first line of a message (torch's weights_only errors go on for a page)."""
+    return next((line.strip() for line in text.splitlines() if line.strip()), text.strip())
 
 
 def _is_user_file(filename: str) -> bool:

@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 
 from modscope.errors import LoadError, UnsafeLoadError, UsageError, what_user_code_did
+from modscope.load.suggest import close_module, closest_path, name_the_model
 
 
 def load_model(
@@ -75,47 +76,6 @@ def load_model(
 
 
 _SOURCE_SUFFIXES = (".py", ".pyw")
-
-
-def name_the_model(path: Path) -> str:
-    """The error for a Python file given without ``:Name``: what it defines (read by ``ast``, never run)."""
-    from modscope.load.source_names import buildable
-
-    classes, factories = buildable(path)
-    if not classes and not factories:
-        return f"{path} is Python source that defines no class or function: give path/to/file.py:Name"
-    listed = "; ".join(
-        f"{what}: {_first_few(names)}" for what, names in (("classes", classes), ("factories", factories)) if names
-    )
-    return f"{path} is Python source: name the model in it, e.g. {path}:{(classes or factories)[0]} ({listed})"
-
-
-def _first_few(names: list[str], limit: int = 8) -> str:
-    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
-
-
-def closest_path(text: str) -> str | None:
-    """The existing path closest to a misspelt one, part by part (``exmples/lenet.py`` -> ``examples/lenet.py``)."""
-    path = Path(text)
-    if path.exists() or not text:
-        return None
-    parts = path.parts
-    found = Path(parts[0]) if path.is_absolute() else Path(".")
-    start = 1 if path.is_absolute() else 0
-    for part in parts[start:]:
-        if (found / part).exists():
-            found = found / part
-            continue
-        try:
-            names = [n for n in os.listdir(found) if not n.startswith(".") or part.startswith(".")]
-        except OSError:
-            return None
-        close = difflib.get_close_matches(part, names, n=1, cutoff=0.6)
-        if not close:
-            return None
-        found = found / close[0]
-    shown = str(found)
-    return shown if shown != text else None
 
 
 def _hub_kind(target: str) -> str | None:
@@ -207,7 +167,7 @@ def _import_namespace(spec: str):
         return importlib.import_module(spec)
     except ModuleNotFoundError as exc:
         if exc.name and spec.startswith(exc.name):
-            close = _close_module(exc.name)
+            close = close_module(exc.name)
             hint = f"did you mean {close}?" if close else "is it installed, or run from the folder that holds it?"
             raise LoadError(f"cannot import {spec!r}: no module named {exc.name!r} ({hint})")
         raise LoadError(f"importing {spec!r} failed: {_describe_exception(exc, None)}")
@@ -215,25 +175,6 @@ def _import_namespace(spec: str):
         raise
     except BaseException as exc:  # noqa: BLE001 - a module may raise anything at import, even SystemExit
         raise LoadError(f"importing {spec!r} failed: {_describe_exception(exc, None)}")
-
-
-def _close_module(name: str) -> str | None:
-    """The importable module closest to a misspelt ``name``, found by listing folders (nothing imported)."""
-    import pkgutil
-
-    parent, _, leaf = name.rpartition(".")
-    package = sys.modules.get(parent) if parent else None
-    if parent and package is None:
-        return None
-    where = getattr(package, "__path__", None) if package is not None else None
-    if parent and where is None:
-        return None
-    try:
-        names = {m.name for m in pkgutil.iter_modules(where)}
-    except (OSError, ValueError):
-        return None
-    close = difflib.get_close_matches(leaf, sorted(names), n=1, cutoff=0.75)
-    return (f"{parent}.{close[0]}" if parent else close[0]) if close else None
 
 
 def _import_file(path: Path):
@@ -289,23 +230,17 @@ def _describe_exception(exc: BaseException, source: Path | None) -> str:
         text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     else:  # sys.exit() or another BaseException from the user's code
         text = what_user_code_did(exc)
-    text = _without_internal_lines(text)
+    text = next((line.strip() for line in text.splitlines() if line.strip()), text.strip())  # torch's run on
     frames = traceback.extract_tb(exc.__traceback__)
-    if source is not None:
-        frames = [f for f in frames if Path(f.filename).resolve() == source]
+    own = [f for f in frames if Path(f.filename).resolve() == source] if source is not None else []
     if isinstance(exc, SyntaxError) and exc.lineno and source is not None:
         return f"{text} (line {exc.lineno})"
-    if source is not None and frames:
-        return f"{text} (line {frames[-1].lineno})"
-    frames = [f for f in frames if _is_user_file(f.filename)]
-    if frames:  # the user's own code raised (a constructor, a class's module): where, in their file
-        return f"{text} ({Path(frames[-1].filename).name} line {frames[-1].lineno})"
-    return text
-
-
-def _without_internal_lines(text: str) -> str:
-    """The first line of a message (torch's weights_only errors go on for a page)."""
-    return next((line.strip() for line in text.splitlines() if line.strip()), text.strip())
+    if own:
+        return f"{text} (line {own[-1].lineno})"
+    users = [f for f in frames if _is_user_file(f.filename)]
+    if users:  # the user's own code raised (a constructor, a sibling module): where, in their file
+        return f"{text} ({Path(users[-1].filename).name} line {users[-1].lineno})"
+    return text  # raised inside torch or Python: their line numbers say nothing to the user
 
 
 def _is_user_file(filename: str) -> bool:

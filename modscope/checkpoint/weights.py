@@ -57,26 +57,32 @@ def does_not_load(exc: RuntimeError, model: nn.Module, weights: str, key: str | 
     missing, unexpected = getattr(exc, "missing_keys", None), getattr(exc, "unexpected_keys", None)
     if missing is not None and unexpected is not None:
         strip = _moved_prefix(unexpected, missing)
-        if strip:
+        if strip and len(strip) <= 80:
             return (
                 f"{weights} does not load into {label}: every key carries the prefix {strip!r} "
                 f"(saved from {_WRAPPERS.get(strip, 'a wrapper around the model')}); add --key "
                 f"{(key + '.' if key else '') + strip[:-1]} to strip it"
             )
         add = _moved_prefix(missing, unexpected)
-        if add:
+        if add and len(add) <= 80:
             return (
                 f"{weights} does not load into {label}: {label}'s keys start with {add!r} and the checkpoint's do "
                 f"not (it was saved from that submodule); {check} lists them"
             )
         if missing or unexpected:
-            parts = [f"{len(names)} {what} key(s) such as {names[0]!r}"
+            parts = [f"{len(names)} {what} key(s) such as {_short(names[0])}"
                      for what, names in (("missing", missing), ("unexpected", unexpected)) if names]
             return f"{weights} does not load into {label}: {' and '.join(parts)}; {check} explains it"
     lines = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()] or [str(exc)]
     detail = lines[0] if len(lines[0]) <= _MAX_MESSAGE else lines[0][: _MAX_MESSAGE - 1] + "…"
     more = f" (and {len(lines) - 1} more problem(s))" if len(lines) > 1 else ""
     return f"{weights} does not load into {label}: {detail}{more}; {check} explains it"
+
+
+def _short(name: str, limit: int = 80) -> str:
+    """A key for a one-line message: quoted, and cut in the middle past ``limit`` characters."""
+    text = name.encode("unicode_escape").decode("ascii") if not name.isprintable() else name
+    return repr(text if len(text) <= limit else f"{text[: limit // 2]}…{text[-(limit // 2):]}")
 
 
 def _moved_prefix(longer: list[str], shorter: list[str]) -> str | None:

@@ -20,7 +20,7 @@ import torch
 from typer.testing import CliRunner
 
 from modscope.cli import app
-from tests.conftest import REPO, run_modscope
+from tests.conftest import REPO
 
 SCRIPT = Path(sys.executable).with_name("modscope")  # the console script pip installed beside this python
 TINY_GPT = ["examples/transformer.py:TinyGPT", "--arg", "vocab=50", "--arg", "layers=1", "--arg", "context=16"]
@@ -162,9 +162,11 @@ def test_unpickling_errors_carry_no_torch_line_numbers(tmp_path, monkeypatch):
     torch.save(gone_mod.Gone(2, 2), tmp_path / "whole.pt")
     monkeypatch.delitem(sys.modules, "gone_mod")
     module.write_text("x = 1\n")  # the class is gone: unpickling fails inside torch
-    line = _one_line(run_modscope("summary", str(tmp_path / "whole.pt"), "--trust", cwd=tmp_path))
+    line = _one_line(cli("summary", str(tmp_path / "whole.pt"), "--trust"))
     assert "cannot unpickle" in line and "Gone" in line
-    elsewhere = _one_line(run_modscope("summary", str(tmp_path / "whole.pt"), "--trust", cwd=REPO))
+    sys.path.remove(str(tmp_path))  # now the module itself is not importable
+    sys.modules.pop("gone_mod", None)
+    elsewhere = _one_line(cli("summary", str(tmp_path / "whole.pt"), "--trust"))
     assert elsewhere.endswith(
         "it names a class in module 'gone_mod', which is not importable from here: run modscope from the folder "
         "that holds that module (or install it)"

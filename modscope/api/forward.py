@@ -42,6 +42,7 @@ from modscope.collect.static.audit import device_matches
 from modscope.collect.static.hazards import plain_attributes
 from modscope.core.walk import deep_copy, move, visits
 from modscope.errors import ForwardError, UsageError
+from modscope.load.input_errors import input_hint
 from modscope.load.inputs import ModelInputs, as_model_inputs
 from modscope.render.structure_text import call_str
 from modscope.reports import TensorInfo
@@ -203,7 +204,10 @@ class _Runner:
                 trial = None
                 if result.error is not None and inside(result.failure.module, name):
                     self.fallbacks.pop()  # it fails on real tensors too: not a meta limitation
-                    self.refused = f"on real CPU tensors it failed too: {result.failure.error}: {_first_line(result.failure.message)}"
+                    said = "" if input_hint(result.error) else (
+                        f": {result.failure.error}: {_first_line(result.failure.message)}"
+                    )
+                    self.refused = f"on real CPU tensors it failed too{said}"
                     return previous
             if result.error is None or not self.on_meta:
                 return result
@@ -343,7 +347,9 @@ def _failure_message(result: PassResult, refused: str | None = None) -> str:
     note = recursion_note(result.error, result.depth)
     if refused:
         note += f" ({refused})"
-    return f"the forward pass failed in {where}, called with ({called}): {f.error}: {_first_line(f.message)}{note}"
+    hint = input_hint(result.error) if isinstance(result.error, BaseException) else None
+    said = f"{f.error}: {hint or _first_line(f.message)}"
+    return f"the forward pass failed in {where}, called with ({called}): {said}{note}"
 
 
 def _short_name(name: str, limit: int = 100) -> str:

@@ -19,6 +19,7 @@ from modscope.collect.hooks import module_hooks, preserved_state
 from modscope.collect.recursion import recursion_note, recursion_room
 from modscope.core.walk import copy_if_lazy, join, set_training, visits
 from modscope.errors import ForwardError, UsageError
+from modscope.load.input_errors import explain
 from modscope.load.inputs import as_model_inputs
 from modscope.render.collapse import group_children
 from modscope.reports import ModuleInfo, SharedKind, SummaryReport
@@ -208,7 +209,7 @@ def _dataflow(model: nn.Module, inputs, tree: _Tree, collapse: bool) -> tuple[Fl
                     output = inputs.call(model)
                 except Exception as exc:
                     note = recursion_note(exc, depth)
-                    raise ForwardError(f"the forward pass raised {type(exc).__name__}: {exc}{note}") from exc
+                    raise ForwardError(f"the forward pass raised {explain(exc, model)}{note}") from exc
                 for label, tensor in named_tensors(output, "output"):
                     rec.add_output(label, tensor)
     flow = rec.flow

@@ -40,6 +40,12 @@ def detect(path: str) -> tuple[str, str]:
         return INDEX, path
     if head[:1] == b"\x80":
         return LEGACY, path
+    if path.endswith(".py"):
+        from modscope.load.source_names import buildable
+
+        classes, factories = buildable(path)
+        named = f"; a model in it is named as {path}:{(classes or factories)[0]}" if classes or factories else ""
+        raise CheckpointError(f"{path} is Python source, not a checkpoint{named}")
     raise CheckpointError(
         f"{path} is not a checkpoint modscope can read (expected a torch.save file, safetensors, a sharded "
         "index .json or a torch.distributed.checkpoint folder)"
@@ -67,8 +73,20 @@ def _detect_folder(path: str) -> tuple[str, str]:
             return detect(os.path.join(path, found[0]))
     raise CheckpointError(
         f"{path} is a folder without a checkpoint modscope recognizes (.metadata of torch.distributed.checkpoint, "
-        "*.index.json, or a single model.safetensors / pytorch_model.bin)"
+        f"*.index.json, or a single model.safetensors / pytorch_model.bin){_model_in_folder(path, names)}"
     )
+
+
+def _model_in_folder(path: str, names: list[str]) -> str:
+    """'; a model defined in a file there is named as FOLDER/file.py:Name' when one of its .py files defines one."""
+    from modscope.load.source_names import buildable
+
+    for name in names[:200]:
+        if name.endswith(".py") and not name.startswith(("_", ".")):
+            classes, factories = buildable(os.path.join(path, name))
+            if classes or factories:
+                return f"; a model defined in a file there is named as {os.path.join(path, name)}:{(classes or factories)[0]}"
+    return ""
 
 
 #: what Python's zipfile raises on a damaged or unusual archive (encrypted, unknown compression, bad sizes)

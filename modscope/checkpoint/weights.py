@@ -18,10 +18,17 @@ from modscope.core.walk import visits
 from modscope.errors import CheckpointError
 
 _MAX_MESSAGE = 300
+#: the wrappers that leave a prefix on every key of what they save
+_WRAPPERS = {"module.": "DistributedDataParallel/DataParallel", "_orig_mod.": "a torch.compile'd model",
+             "_orig_mod.module.": "a compiled DistributedDataParallel model", "model.": "a wrapper such as a LightningModule"}
 
 
-def load_weights(model: nn.Module, weights: str, *, key: str | None = None, trust: bool = False) -> None:
+def load_weights(
+    model: nn.Module, weights: str, *, key: str | None = None, trust: bool = False, target: str | None = None
+) -> None:
     """``model.load_state_dict(<weights>, strict=True)``, reading tensors through memory maps where possible.
+
+    ``target`` (the TARGET the model was built from) makes the error name the ``modscope check`` command to run.
 
     >>> load_weights(model, "runs/last.ckpt", key="state_dict")
     """
@@ -40,14 +47,58 @@ def load_weights(model: nn.Module, weights: str, *, key: str | None = None, trus
         try:
             load_state_dict(model, state, strict=True, assign=on_meta)
         except RuntimeError as exc:
-            lines = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()] or [str(exc)]
-            detail = "; ".join(lines)
-            if len(detail) > _MAX_MESSAGE:
-                detail = detail[: _MAX_MESSAGE - 1] + "…"
-            raise CheckpointError(
-                f"{weights} does not load into {type(model).__name__}: {detail} "
-                f"(modscope check TARGET --weights {weights} explains it)"
-            ) from None
+            raise CheckpointError(does_not_load(exc, model, weights, ckpt.key, target)) from None
+
+
+def does_not_load(exc: RuntimeError, model: nn.Module, weights: str, key: str | None, target: str | None) -> str:
+    """One line: the prefix to strip (and the ``--key`` that strips it), or what is wrong and where to look."""
+    label = type(model).__name__
+    check = f"modscope check {target or 'TARGET'} --weights {weights}" + (f" --key {key}" if key else "")
+    missing, unexpected = getattr(exc, "missing_keys", None), getattr(exc, "unexpected_keys", None)
+    if missing is not None and unexpected is not None:
+        strip = _moved_prefix(unexpected, missing)
+        if strip and len(strip) <= 80:
+            return (
+                f"{weights} does not load into {label}: every key carries the prefix {strip!r} "
+                f"(saved from {_WRAPPERS.get(strip, 'a wrapper around the model')}); add --key "
+                f"{(key + '.' if key else '') + strip[:-1]} to strip it"
+            )
+        add = _moved_prefix(missing, unexpected)
+        if add and len(add) <= 80:
+            return (
+                f"{weights} does not load into {label}: {label}'s keys start with {add!r} and the checkpoint's do "
+                f"not (it was saved from that submodule); {check} lists them"
+            )
+        if missing or unexpected:
+            parts = [f"{len(names)} {what} key(s) such as {_short(names[0])}"
+                     for what, names in (("missing", missing), ("unexpected", unexpected)) if names]
+            return f"{weights} does not load into {label}: {' and '.join(parts)}; {check} explains it"
+    lines = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()] or [str(exc)]
+    detail = lines[0] if len(lines[0]) <= _MAX_MESSAGE else lines[0][: _MAX_MESSAGE - 1] + "…"
+    more = f" (and {len(lines) - 1} more problem(s))" if len(lines) > 1 else ""
+    return f"{weights} does not load into {label}: {detail}{more}; {check} explains it"
+
+
+def _short(name: str, limit: int = 80) -> str:
+    """A key for a one-line message: quoted, and cut in the middle past ``limit`` characters."""
+    text = name.encode("unicode_escape").decode("ascii") if not name.isprintable() else name
+    return repr(text if len(text) <= limit else f"{text[: limit // 2]}…{text[-(limit // 2):]}")
+
+
+def _moved_prefix(longer: list[str], shorter: list[str]) -> str | None:
+    """The one leading prefix (one or two dotted parts, ``module.``, ``_orig_mod.module.``) that every name of
+    ``longer`` has and that, taken off, leaves every name of ``shorter``."""
+    if not longer or not shorter:
+        return None
+    wanted = set(shorter)
+    for depth in (1, 2):
+        heads = {".".join(k.split(".")[:depth]) + "." for k in longer if k.count(".") >= depth}
+        if len(heads) != 1 or any(k.count(".") < depth for k in longer):
+            continue
+        (prefix,) = heads
+        if {k[len(prefix):] for k in longer} == wanted:
+            return prefix
+    return None
 
 
 def load_state_dict(model: nn.Module, state_dict: Mapping[str, Any], *, strict: bool = True, assign: bool = False):
@@ -104,9 +155,12 @@ def load_state_dict(model: nn.Module, state_dict: Mapping[str, Any], *, strict: 
         if missing:
             errors.insert(0, "Missing key(s) in state_dict: {}. ".format(", ".join(f'"{k}"' for k in missing)))
     if errors:
-        raise RuntimeError(
+        error = RuntimeError(
             "Error(s) in loading state_dict for {}:\n\t{}".format(type(model).__name__, "\n\t".join(errors))
         )
+        if len(errors) == bool(missing) + bool(unexpected):  # nothing but key problems: say which, by name
+            error.missing_keys, error.unexpected_keys = missing, unexpected
+        raise error
     return _IncompatibleKeys(missing, unexpected)
 
 

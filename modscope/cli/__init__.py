@@ -17,11 +17,20 @@ from modscope.cli import training_commands  # noqa: F401  (registers grads/nan/t
 
 
 def main() -> None:
+    current_folder_first()
     try:
         app()
     except SystemExit as done:
         _leave(done.code)
     _leave(0)
+
+
+def current_folder_first() -> None:
+    """Put the current folder first on ``sys.path``, as ``python -m modscope`` does, so ``package.module:Name``
+    (and the classes a pickled model names) resolve the same from the ``modscope`` script as from ``python -m``."""
+    cwd = os.getcwd()
+    if not sys.path or os.path.abspath(sys.path[0] or os.curdir) != cwd:
+        sys.path.insert(0, cwd)
 
 
 def _leave(code) -> None:
@@ -49,4 +58,4 @@ def _leave(code) -> None:
     os._exit(code or 0)
 
 
-__all__ = ["app", "main"]
+__all__ = ["app", "main", "current_folder_first"]

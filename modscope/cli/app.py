@@ -1,4 +1,5 @@
-"""The Typer application object and the global ``--version`` option."""
+"""The Typer application object, the global ``--version`` option and Typer's shell completion options
+(``--install-completion``, ``--show-completion``; candidates come from cli/completion.py)."""
 from __future__ import annotations
 
 import typer
@@ -10,7 +11,7 @@ app = typer.Typer(
     cls=OneLineUsageGroup,
     help="Look inside any PyTorch nn.Module: what is there, and what happens when it runs.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )

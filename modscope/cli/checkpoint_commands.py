@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from modscope.cli.app import app
+from modscope.cli.completion import complete_path, complete_target
 from modscope.cli.common import (
     ArgOpt,
     ArgsJsonOpt,
@@ -26,6 +27,7 @@ Source = Annotated[
     typer.Argument(
         help="A checkpoint (.pt/.pth/.bin/.ckpt, .safetensors, *.index.json, a DCP folder) or a model TARGET.",
         show_default=False,
+        autocompletion=complete_target,
     ),
 ]
 AllOpt = Annotated[bool, typer.Option("--all", help="List every name instead of the first 20 of each kind.")]
@@ -75,7 +77,7 @@ def check(
     weights: Annotated[
         Optional[str],
         typer.Option("--weights", metavar="CKPT", help="The checkpoint to check against TARGET (default for a Hugging "
-                     "Face folder: its own weights).", show_default=False),
+                     "Face folder: its own weights).", show_default=False, autocompletion=complete_path),
     ] = None,
     key: KeyOpt = None,
     arg: ArgOpt = None,

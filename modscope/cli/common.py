@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from modscope.cli.completion import complete_path, complete_target
 from modscope.errors import EXIT_USAGE, ModscopeError, describe_user_exit
 
 EXIT_INTERNAL = 3
@@ -19,6 +20,7 @@ Target = Annotated[
         help="file.py:Name, package.module:Name (class, factory or instance), a saved TorchScript/pickled model, "
         "a Hugging Face folder or config.json, hf:ORG/NAME[@REV] (local cache) or timm:NAME.",
         show_default=False,
+        autocompletion=complete_target,
     ),
 ]
 ArgOpt = Annotated[
@@ -44,7 +46,8 @@ KwargOpt = Annotated[
 ]
 InputsFnOpt = Annotated[
     Optional[str],
-    typer.Option("--inputs", help="file.py:make_inputs returning a tensor, tuple or dict.", show_default=False),
+    typer.Option("--inputs", help="file.py:make_inputs returning a tensor, tuple or dict.", show_default=False,
+                 autocompletion=complete_target),
 ]
 BatchOpt = Annotated[
     Optional[int],
@@ -64,6 +67,7 @@ WeightsOpt = Annotated[
         help="Load this checkpoint into the model first (strict); any format modscope reads. A Hugging Face "
         "folder's own weights are the default where values are needed.",
         show_default=False,
+        autocompletion=complete_path,
     ),
 ]
 KeyOpt = Annotated[
@@ -195,11 +199,11 @@ def load_target(
         from modscope.load.hub_keys import is_transformers_model, load_hub_weights
 
         if is_transformers_model(model):
-            load_hub_weights(model, weights, key=key, trust=trust)
+            load_hub_weights(model, weights, key=key, trust=trust, target=target)
         else:
             from modscope.checkpoint.weights import load_weights
 
-            load_weights(model, weights, key=key, trust=trust)
+            load_weights(model, weights, key=key, trust=trust, target=target)
     return model
 
 

@@ -23,6 +23,9 @@ class OneLineUsageGroup(TyperGroup):
     """The modscope command group: usage errors become one line; everything else is Typer's."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        from modscope.cli.completion import enable
+
+        enable()  # after Typer registered its shells: bash gets the colon-aware completer
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:

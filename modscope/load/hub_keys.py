@@ -104,11 +104,13 @@ def adapt(model: nn.Module, ckpt):
     return view, ties, tuple(notes)
 
 
-def load_hub_weights(model: nn.Module, weights: str, *, key: str | None = None, trust: bool = False) -> None:
+def load_hub_weights(
+    model: nn.Module, weights: str, *, key: str | None = None, trust: bool = False, target: str | None = None
+) -> None:
     """Load ``weights`` into a transformers model as ``from_pretrained`` would: renamed keys, tied keys filled
-    from their sources; every other key must match (strict)."""
+    from their sources; every other key must match (strict). ``target`` names the model in the error."""
     from modscope.checkpoint import open_checkpoint
-    from modscope.checkpoint.weights import load_state_dict
+    from modscope.checkpoint.weights import does_not_load, load_state_dict
 
     with open_checkpoint(weights, key=key, trust=trust) as ckpt:
         view, ties, _ = adapt(model, ckpt)
@@ -119,13 +121,7 @@ def load_hub_weights(model: nn.Module, weights: str, *, key: str | None = None, 
         try:
             load_state_dict(model, state, strict=True)
         except RuntimeError as exc:
-            lines = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()] or [str(exc)]
-            detail = "; ".join(lines)
-            detail = detail if len(detail) <= 300 else detail[:299] + "…"
-            raise CheckpointError(
-                f"{weights} does not load into {type(model).__name__}: {detail} "
-                f"(modscope check TARGET --weights {weights} explains it)"
-            ) from None
+            raise CheckpointError(does_not_load(exc, model, weights, ckpt.key, target)) from None
 
 
 def _state_tensors(model: nn.Module) -> dict[str, torch.Tensor]:

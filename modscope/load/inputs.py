@@ -82,6 +82,10 @@ def parse_tensor_spec(text: str) -> TensorSpec:
     """'1,3,224,224' / '2,20:float16' / '1,128:int64[0,32000)' -> TensorSpec."""
     match = _SPEC.match(text)
     if not match or not match.group("shape").strip(" ,"):
+        shape, colon, rest = text.partition(":")
+        if re.fullmatch(r"\s*\d+(\s*[x*×]\s*\d+)+\s*", shape):  # 1x3x224x224: the shape as printed in tables
+            fixed = re.sub(r"\s*[x*×]\s*", ",", shape.strip()) + colon + rest
+            raise UsageError(f"input spec {text!r}: sizes are separated by commas, as in {fixed}")
         raise UsageError(f"input spec {text!r}: expected SHAPE[:DTYPE], e.g. 1,3,224,224 or 1,128:int64[0,32000)")
     try:
         shape = tuple(int(part) for part in match.group("shape").split(",") if part.strip())

@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 
 from modscope.errors import LoadError, UnsafeLoadError, UsageError, what_user_code_did
+from modscope.load.suggest import close_module, closest_path, name_the_model
 
 
 def load_model(
@@ -58,15 +59,23 @@ def load_model(
         return load_hub(target, kwargs=kwargs, trust=trust, device=device)
     if is_object_spec(target):
         return _instantiate(resolve_object(target), target, kwargs, device)
-    path = Path(target)
+    path = Path(target.removesuffix(":") if target.endswith(".py:") else target)
+    if path.suffix in _SOURCE_SUFFIXES and path.is_file():
+        raise LoadError(name_the_model(path))
     if path.is_file() or path.is_dir():
         if kwargs:
             raise UsageError("--arg/--args-json apply to classes and factories, not to saved model files")
         return load_saved_module(path, trust=trust)
+    close = closest_path(target)
+    if close is not None:
+        raise LoadError(f"no such file or folder: {target} (did you mean {close}?)")
     raise LoadError(
         f"cannot understand target {target!r}: expected path/to/file.py:Name, package.module:Name, "
         "or an existing TorchScript/pickled model file"
     )
+
+
+_SOURCE_SUFFIXES = (".py", ".pyw")
 
 
 def _hub_kind(target: str) -> str | None:
@@ -158,7 +167,9 @@ def _import_namespace(spec: str):
         return importlib.import_module(spec)
     except ModuleNotFoundError as exc:
         if exc.name and spec.startswith(exc.name):
-            raise LoadError(f"cannot import {spec!r}: no module named {exc.name!r} (is it installed?)")
+            close = close_module(exc.name)
+            hint = f"did you mean {close}?" if close else "is it installed, or run from the folder that holds it?"
+            raise LoadError(f"cannot import {spec!r}: no module named {exc.name!r} ({hint})")
         raise LoadError(f"importing {spec!r} failed: {_describe_exception(exc, None)}")
     except KeyboardInterrupt:
         raise
@@ -168,7 +179,8 @@ def _import_namespace(spec: str):
 
 def _import_file(path: Path):
     if not path.is_file():
-        raise LoadError(f"file not found: {path}")
+        close = closest_path(str(path))
+        raise LoadError(f"file not found: {path}" + (f" (did you mean {close}?)" if close else ""))
     try:
         path.open("rb").close()
     except OSError as exc:
@@ -218,14 +230,29 @@ def _describe_exception(exc: BaseException, source: Path | None) -> str:
         text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     else:  # sys.exit() or another BaseException from the user's code
         text = what_user_code_did(exc)
+    text = next((line.strip() for line in text.splitlines() if line.strip()), text.strip())  # torch's run on
     frames = traceback.extract_tb(exc.__traceback__)
-    if source is not None:
-        frames = [f for f in frames if Path(f.filename).resolve() == source]
-    if isinstance(exc, SyntaxError) and exc.lineno:
+    own = [f for f in frames if Path(f.filename).resolve() == source] if source is not None else []
+    if isinstance(exc, SyntaxError) and exc.lineno and source is not None:
         return f"{text} (line {exc.lineno})"
-    if frames:
-        return f"{text} (line {frames[-1].lineno})"
-    return text
+    if own:
+        return f"{text} (line {own[-1].lineno})"
+    users = [f for f in frames if _is_user_file(f.filename)]
+    if users:  # the user's own code raised (a constructor, a sibling module): where, in their file
+        return f"{text} ({Path(users[-1].filename).name} line {users[-1].lineno})"
+    return text  # raised inside torch or Python: their line numbers say nothing to the user
+
+
+def _is_user_file(filename: str) -> bool:
+    """Not Python's, torch's, an installed package's or modscope's own source: the user's code."""
+    import sysconfig
+
+    if filename.startswith("<"):
+        return False
+    resolved = str(Path(filename).resolve())
+    ours = [Path(torch.__file__).parent, Path(__file__).parent.parent]
+    ours += [Path(p) for k, p in sysconfig.get_paths().items() if k in ("stdlib", "platstdlib", "purelib", "platlib")]
+    return not any(resolved.startswith(str(p.resolve()) + os.sep) for p in ours)
 
 
 # --- resolving and building ------------------------------------------------------------------------------
@@ -389,5 +416,10 @@ def _torchscript_in(folder: Path) -> Path | None:
 def _load_trusted(path: Path):
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
+    except ModuleNotFoundError as exc:
+        raise LoadError(
+            f"cannot unpickle {path}: it names a class in module {exc.name!r}, which is not importable from here: "
+            "run modscope from the folder that holds that module (or install it)"
+        )
     except Exception as exc:
         raise LoadError(f"cannot unpickle {path}: {_describe_exception(exc, None)}")

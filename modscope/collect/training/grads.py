@@ -21,6 +21,7 @@ from modscope.collect.training.scalars import host_floats
 from modscope.core.walk import copy_if_lazy, visits
 from modscope.errors import ForwardError, UsageError
 from modscope.load.inputs import as_model_inputs
+from modscope.load.input_errors import explain
 from modscope.reports.grads import GradReport, GradStatus, GradThresholds, ModuleGrad, ParamGrad, worst
 from modscope.reports.static import ModelRef, TensorInfo
 
@@ -75,7 +76,7 @@ def grads(
             output = inputs.call(model)
         except Exception as exc:
             note = recursion_note(exc, depth)
-            raise ForwardError(f"the model's forward raised {type(exc).__name__}: {exc}{note}") from exc
+            raise ForwardError(f"the model's forward raised {explain(exc, model)}{note}") from exc
         loss_tensor = make_loss(output, loss, target)
         collected = collect_tensors(visited)
         infos = [p for p in collected.parameters if p.initialized]

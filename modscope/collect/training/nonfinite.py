@@ -36,6 +36,7 @@ from modscope.collect.training.scalars import host_floats
 from modscope.core.walk import copy_if_lazy, visits
 from modscope.errors import ForwardError, UsageError
 from modscope.load.inputs import as_model_inputs
+from modscope.load.input_errors import explain
 from modscope.reports.nonfinite import NonfiniteEvent, NonfiniteReport, Origin, TensorStats
 from modscope.reports.static import ModelRef
 
@@ -81,7 +82,7 @@ def find_nonfinite(
             try:
                 output = inputs.call(model)
             except Exception as exc:
-                error, output = f"{type(exc).__name__}: {exc}{recursion_note(exc, depth)}", None
+                error, output = f"{explain(exc, model)}{recursion_note(exc, depth)}", None
             if output is not None:
                 loss_tensor = make_loss(output, kind, target)
                 if loss_tensor is not None:

@@ -29,6 +29,7 @@ from modscope.collect.training.loss import Loss, LossKind, loss_kind, make_loss
 from modscope.core.walk import copy_if_lazy, move, visits
 from modscope.errors import ForwardError, UsageError
 from modscope.load.inputs import as_model_inputs
+from modscope.load.input_errors import explain
 from modscope.reports.static import ModelRef
 from modscope.reports.timing import LayerTiming, PassTiming, TimeStat, TimingReport
 
@@ -137,7 +138,7 @@ class _Runner:
             output = self.inputs.call(self.model)
         except Exception as exc:
             holds.done()
-            raise ForwardError(f"the model's forward raised {type(exc).__name__}: {exc}") from exc
+            raise ForwardError(f"the model's forward raised {explain(exc, self.model)}") from exc
         middle = clock.mark()
         holds.done()
         backward_time = None

@@ -55,6 +55,7 @@ def write_folders(root: Path) -> tuple[Path, Path]:
 
 
 def main(rounds: int = 3) -> None:
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else rounds
     with tempfile.TemporaryDirectory() as tmp:
         bare, weighted = write_folders(Path(tmp))
         summary = [sys.executable, "-m", "modscope", "summary"]
@@ -65,7 +66,10 @@ def main(rounds: int = 3) -> None:
             "from_config on meta + torchinfo.summary": [sys.executable, "-c", BASELINE, str(bare), str(SEQUENCE)],
             "import torch, transformers": [sys.executable, "-c", IMPORTS],
         }
-        results = {name: [_peak_rss(cmd) for _ in range(rounds)] for name, cmd in commands.items()}
+        results: dict[str, list] = {name: [] for name in commands}
+        for _ in range(rounds):  # interleaved: a machine getting busier or quieter affects all alike
+            for name, cmd in commands.items():
+                results[name].append(_peak_rss(cmd))
     wall = {name: statistics.median(w for _, w in runs) for name, runs in results.items()}
     rss = {name: max(r for r, _ in runs) for name, runs in results.items()}
     print(f"Llama-3-70B-shaped config (70.6B parameters), default input at sequence {SEQUENCE}; wall seconds, "
@@ -75,7 +79,8 @@ def main(rounds: int = 3) -> None:
     for name in commands:
         ratio = f"**{wall[name] / baseline:.2f}x**" if name.startswith("modscope") else ""
         print(f"| {name} | {wall[name]:.2f} | {rss[name]:.0f} | {ratio} |")
-    extra = wall["modscope summary DIR (with sharded weights: also checks them)"] - wall["modscope summary DIR (config only)"]
+    extra = (wall["modscope summary DIR (with sharded weights: also checks them)"]
+             - wall["modscope summary DIR (config only)"])
     over = rss["modscope summary DIR (config only)"] - rss["import torch, transformers"]
     print(f"\nThe weights check adds {extra:+.2f} s (target < 0.5 s); the command's peak RSS is {over:.0f} MB above "
           "importing torch and transformers (target within 300 MB).")

@@ -111,7 +111,9 @@ def compat_view(report: CompatReport, *, limit: int | None = LIMIT) -> Group:
         s = report.suggestion
         action = _prefix_action(s.strip, s.add)
         after = "then it loads cleanly" if s.clean else "some differences remain"
-        parts.append(Text(f"suggestion: {action} in the checkpoint's keys: fixes {s.fixes} key(s); {after}", style="cyan"))
+        how = f" (--key {s.strip.rstrip('.')} strips it here)" if s.strip and not s.add else ""
+        parts.append(Text(f"suggestion: {action} in the checkpoint's keys{how}: fixes {s.fixes} key(s); {after}",
+                          style="cyan"))
     if report.missing or report.unexpected:
         parts.append(Text(
             f"with strict=False: {len(report.missing)} missing key(s) keep their initial values and "

@@ -30,6 +30,8 @@ def test_console_example_prints_what_the_page_shows(example, tmp_path):
         pytest.skip(f"marked slow ({example.reason}): MODSCOPE_DOCS_SLOW=1 runs it")
     if example.marker == "gpu" and not torch.cuda.is_available():
         pytest.skip(f"marked gpu ({example.reason}): no CUDA device")
+    if any(re.search(r"\|\s*jq\b", step.command) for step in example.steps) and shutil.which("jq") is None:
+        pytest.skip("needs jq (make test installs it)")
     reals = [ce.normalised(out, tmp_path) for out in ce.run(example, tmp_path)]
     if UPDATE:
         ce.update(example, reals)

@@ -22,17 +22,36 @@ EXAMPLES = [e for e in ce.examples() if e.shows_output]
 PICTURE = REPO / "docs" / "img" / "chimera.svg"
 
 
-@pytest.mark.parametrize("example", EXAMPLES, ids=[e.id for e in EXAMPLES])
-def test_console_example_prints_what_the_page_shows(example, tmp_path):
+def _why_not_run(example) -> str | None:
     if example.marker == "skip":
-        pytest.skip(f"marked skip: {example.reason}")
+        return f"marked skip: {example.reason}"
     if example.marker == "slow" and not SLOW:
-        pytest.skip(f"marked slow ({example.reason}): MODSCOPE_DOCS_SLOW=1 runs it")
+        return f"marked slow ({example.reason}): MODSCOPE_DOCS_SLOW=1 runs it"
     if example.marker == "gpu" and not torch.cuda.is_available():
-        pytest.skip(f"marked gpu ({example.reason}): no CUDA device")
+        return f"marked gpu ({example.reason}): no CUDA device"
     if any(re.search(r"\|\s*jq\b", step.command) for step in example.steps) and shutil.which("jq") is None:
-        pytest.skip("needs jq (make test installs it)")
-    reals = [ce.normalised(out, tmp_path) for out in ce.run(example, tmp_path)]
+        return "needs jq (make test installs it)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory) -> dict:
+    """Every example that runs, one after another (two at once made torch's thread pools fight on a busy
+    2-core machine: 5x slower): id -> (its folder, the normalised output of each command)."""
+    found = {}
+    for example in EXAMPLES:
+        if _why_not_run(example) is None:
+            folder = tmp_path_factory.mktemp("console")
+            found[example.id] = (folder, [ce.normalised(out, folder) for out in ce.run(example, folder)])
+    return found
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[e.id for e in EXAMPLES])
+def test_console_example_prints_what_the_page_shows(example, ran):
+    reason = _why_not_run(example)
+    if reason:
+        pytest.skip(reason)
+    tmp_path, reals = ran[example.id]
     if UPDATE:
         ce.update(example, reals)
         _update_picture(example, tmp_path)
@@ -96,7 +115,7 @@ def test_examples_are_found_and_markers_are_known():
     assert {"README.md", "cli.md"} <= pages
     for page in ce.PAGES:
         for line in page.read_text().splitlines():
-            if "<!-- console" in line:
+            if line.lstrip().startswith("<!-- console"):  # a marker line (the docs also mention markers in text)
                 assert ce.MARKER.match(line), f"{page.name}: unknown marker {line.strip()!r} (skip, slow, gpu)"
 
 

@@ -34,24 +34,13 @@ def _why_not_run(example) -> str | None:
     return None
 
 
-@pytest.fixture(scope="module")
-def ran(tmp_path_factory) -> dict:
-    """Every example that runs, one after another (two at once made torch's thread pools fight on a busy
-    2-core machine: 5x slower): id -> (its folder, the normalised output of each command)."""
-    found = {}
-    for example in EXAMPLES:
-        if _why_not_run(example) is None:
-            folder = tmp_path_factory.mktemp("console")
-            found[example.id] = (folder, [ce.normalised(out, folder) for out in ce.run(example, folder)])
-    return found
-
-
 @pytest.mark.parametrize("example", EXAMPLES, ids=[e.id for e in EXAMPLES])
-def test_console_example_prints_what_the_page_shows(example, ran):
+def test_console_example_prints_what_the_page_shows(example, tmp_path):
     reason = _why_not_run(example)
     if reason:
         pytest.skip(reason)
-    tmp_path, reals = ran[example.id]
+    reals = [ce.normalised(out, tmp_path) for out in ce.run(example, tmp_path)]  # one block at a time: two
+    # at once made torch's thread pools fight on a busy 2-core machine (5x slower)
     if UPDATE:
         ce.update(example, reals)
         _update_picture(example, tmp_path)

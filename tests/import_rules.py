@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 LAYERS = {
-    "base": ("modscope.errors", "modscope.core"),
+    "base": ("modscope.errors", "modscope.core", "modscope.schemas"),
     "reports": ("modscope.reports",),
     "load": ("modscope.load", "modscope.checkpoint"),
     "collect": ("modscope.collect",),

@@ -192,6 +192,7 @@ def test_cli_summary_json_under_torchrun_prints_once():
     result = torchrun("-m", "modscope", "summary", "examples/sharded.py:fsdp_mlp", "--json")
     assert result.returncode == 0, result.worker_lines()[-3000:]
     doc = json.loads(result.stdout)  # one document: rank 1 printed nothing
+    _matches_its_schema(doc)
     assert doc["totals"]["params"] == FSDP_PARAMS
     assert doc["distributed"]["gathered"] is True and len(doc["distributed"]["ranks"]) == 2
     assert _param(doc, "head.weight")["sharding"]["local_shape"] == [48, 32]
@@ -228,9 +229,19 @@ def test_cli_one_process_world_without_a_launcher():
     )
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
+    _matches_its_schema(doc)
     assert doc["distributed"]["world_size"] == 1
     assert _param(doc, "up.weight")["sharding"]["placements"] == ["Shard(0)"]
     assert _param(doc, "down.weight")["sharding"]["placements"] == ["Shard(1)"]
+
+
+def _matches_its_schema(doc: dict) -> None:
+    """The sharded parts (``sharding``, ``distributed``) hold to modscope/schemas/summary.json too."""
+    import jsonschema
+
+    from modscope import schemas
+
+    jsonschema.Draft202012Validator(schemas.load("summary"), registry=schemas.registry()).validate(doc)
 
 
 def test_cli_hint_when_a_factory_needs_a_process_group(monkeypatch):

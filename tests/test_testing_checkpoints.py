@@ -8,7 +8,7 @@ import torchvision
 from safetensors.torch import save_file
 
 from examples.catalog import get
-from modscope.errors import UsageError
+from modscope.errors import CheckpointError, UsageError
 from modscope.testing import assert_state_dict_compatible, assert_state_dict_roundtrip
 from tests.contract import failure, passes
 from tests.testing_models import tiny_gpt
@@ -123,3 +123,19 @@ def test_compatible_failure_names_shape_mismatches_and_missing_keys():
         "  fc.weight: model (10, 512) vs checkpoint (1000, 512)",
         "  fc.bias: model (10,) vs checkpoint (1000,)",
     ]
+
+
+def test_compatible_with_a_missing_file_says_to_create_it_without_modscope_frames(tmp_path):
+    import traceback
+
+    missing = tmp_path / "data" / "released.pt"
+    with pytest.raises(FileNotFoundError) as caught:
+        assert_state_dict_compatible(nn.Linear(2, 2), missing)
+    assert f"no checkpoint at '{missing}'" in str(caught.value) and "torch.save(model.state_dict(), path)" in str(caught.value)
+    assert caught.value.__suppress_context__  # no chained traceback through modscope's checkpoint readers
+    frames = [f.name for f in traceback.extract_tb(caught.value.__traceback__)]
+    assert frames[-1] == "assert_state_dict_compatible" and "open_checkpoint" not in frames
+    with pytest.raises(CheckpointError) as unreadable:  # a file that is there but not a checkpoint: its reason
+        (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+        assert_state_dict_compatible(nn.Linear(2, 2), tmp_path / "junk.pt")
+    assert unreadable.value.__suppress_context__ and "junk.pt" in str(unreadable.value)

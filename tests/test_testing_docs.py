@@ -3,8 +3,10 @@ shows is the failure you get."""
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 pytest_plugins = ["pytester"]
@@ -29,10 +31,24 @@ def _project(pytester) -> None:
         target.write_text(blocks[path])
     (pytester.path / "tinygpt" / "__init__.py").write_text("")
     pytester.makepyprojecttoml('[tool.pytest.ini_options]\npythonpath = ["."]\n')
-    namespace: dict = {}
-    exec(blocks["tinygpt/model.py"], namespace)  # the "published" weights the test file checks against
-    (pytester.path / "tests" / "data").mkdir()
-    torch.save(namespace["TinyGPT"](vocab=512, context=32).state_dict(), pytester.path / "tests/data/tinygpt-v1.pt")
+    _publish_weights(pytester.path, blocks["the published weights"])
+
+
+def _publish_weights(root: Path, commands: str) -> None:
+    """The documented step that saves the weights the test file checks against: `mkdir -p`, then `python -c`,
+    run here in-process (a subprocess would import torch once more) with ``root`` as the working folder."""
+    mkdir, python = commands.strip().splitlines()
+    assert mkdir.startswith("mkdir -p ")
+    (root / mkdir.removeprefix("mkdir -p ")).mkdir(parents=True, exist_ok=True)
+    code = re.fullmatch(r'python -c "(.*)"', python).group(1)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        patch.syspath_prepend(str(root))
+        try:
+            exec(code, {})
+        finally:
+            for name in [m for m in sys.modules if m == "tinygpt" or m.startswith("tinygpt.")]:
+                del sys.modules[name]
 
 
 def test_the_documented_test_file_passes_and_writes_its_snapshot(pytester):

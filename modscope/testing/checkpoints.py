@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -14,7 +15,7 @@ from modscope.api.static import summary
 from modscope.checkpoint import Checkpoint
 from modscope.checkpoint.memory import TensorDictReader
 from modscope.checkpoint.module import state_tensors
-from modscope.errors import UsageError
+from modscope.errors import ModscopeError, UsageError
 from modscope.testing._compare import fail, listing, tensor_difference, truncated, value_differences
 from modscope.testing._model import run_forward
 
@@ -82,7 +83,17 @@ def assert_state_dict_compatible(
     >>> assert_state_dict_compatible(model, "checkpoints/release-1.0.safetensors")
     """
     __tracebackhide__ = True
-    report = check(model, _checkpoint_source(checkpoint), key=key, trust=trust)
+    source = _checkpoint_source(checkpoint)
+    try:
+        report = check(model, source, key=key, trust=trust)
+    except ModscopeError as exc:  # one message from the test's line, not a traceback through modscope's insides
+        if isinstance(source, (str, os.PathLike)) and not os.path.lexists(source):
+            raise FileNotFoundError(
+                f"assert_state_dict_compatible: no checkpoint at {os.fspath(source)!r}; it checks a file that "
+                "exists (the weights you published): save it there once, e.g. torch.save(model.state_dict(), path), "
+                "and commit it with the tests"
+            ) from None
+        raise type(exc)(str(exc)) from None
     if report.ok:
         return
     counts = [

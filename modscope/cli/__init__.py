@@ -14,6 +14,7 @@ from modscope.cli import static_commands  # noqa: F401  (registers summary/tree/
 from modscope.cli import checkpoint_commands  # noqa: F401  (registers diff/check)
 from modscope.cli import graph_commands  # noqa: F401  (registers graph)
 from modscope.cli import training_commands  # noqa: F401  (registers grads/nan/time)
+from modscope.cli import report_commands  # noqa: F401  (registers report)
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import torch.nn as nn
 
 from modscope.errors import ForwardError, UsageError
+from modscope.render import views  # noqa: F401  (ModelPage.html/save reach the page renderer: reports/presented.py)
 from modscope.reports import SummaryReport
 from modscope.reports.page import ModelPage
 
@@ -43,8 +44,6 @@ def report(
     >>> modscope.report(torchvision.models.resnet18(), torch.randn(1, 3, 224, 224), path="resnet18.html")
     >>> modscope.report("run1/last.ckpt", "run2/last.ckpt", path="diff.html")
     """
-    from modscope.render import views  # noqa: F401  (ModelPage.html/save: reports/presented.py)
-
     if isinstance(model, nn.Module):
         page = _model_page(model, inputs, grads=grads, time=time, device=device, graph=graph,
                            graph_depth=graph_depth, target=target)

@@ -19,6 +19,7 @@ from modscope.reports.page import ModelPage
 GRAPH_NODE_LIMIT = 1500
 # Above this many modules the graph is drawn only to the depth that keeps the module count under the node limit.
 GRAPH_MODULE_LIMIT = 3000
+NEEDS_INPUTS = "--grads and --time run the model: give its input with --input, --kwarg or --inputs"
 
 
 def report(
@@ -45,6 +46,8 @@ def report(
     >>> modscope.report("run1/last.ckpt", "run2/last.ckpt", path="diff.html")
     """
     if isinstance(model, nn.Module):
+        if (grads or time) and inputs is None:
+            raise UsageError("grads=True and time=True run the model: give its inputs")
         page = _model_page(model, inputs, grads=grads, time=time, device=device, graph=graph,
                            graph_depth=graph_depth, target=target)
     else:
@@ -73,12 +76,12 @@ def model_page(
     """The page of a summary already made (the CLI's, so it can print the partial one on a failing pass)."""
     from modscope.api.static import audit
 
+    if (grads or time) and inputs is None:
+        raise UsageError(NEEDS_INPUTS)
     found_audit = audit(model, target=target)
     drawn, note = _graph(model, inputs, summary, graph_depth, target) if graph else (None, "not drawn (--no-graph)")
     grad_report = timing = None
     if grads or time:
-        if inputs is None:
-            raise UsageError("--grads and --time run the model: give its input with --input, --kwarg or --inputs")
         if grads:
             from modscope.collect.training.grads import grads as collect_grads
 

@@ -88,6 +88,11 @@ def report(
 
         device = check_device(device)
         model_inputs, auto = given_inputs(input, kwarg, inputs, batch=batch, seq_len=seq_len, device=device or "cpu")
+        if (grads or time) and model_inputs is None and not auto:
+            from modscope.api.report import NEEDS_INPUTS
+            from modscope.errors import UsageError
+
+            raise UsageError(NEEDS_INPUTS)
         values = (model_inputs is not None or auto) and device != "meta"
         model_device = device if device != "cpu" else None
         model = load_target(target, arg, args_json, trust, device=model_device, weights=weights, key=key, values=values)

@@ -110,7 +110,11 @@ def findings(page: ModelPage, index: dict[str, int]) -> list[dict]:
 def script_json(data: Any) -> str:
     """``data`` as JSON that is safe inside ``<script type="application/json">``: no ``<``, ``>`` or ``&`` appear
     (``</script>`` in a module name cannot end the element) and U+2028/2029 are escaped; parses to the same."""
-    text = json.dumps(jsonable(data), separators=(",", ":"), ensure_ascii=False)
+    data = data.to_dict() if hasattr(data, "to_dict") else data
+    try:  # most documents hold no NaN/Inf: skip the walk that turns them into strings ("nan", as --json writes)
+        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        text = json.dumps(jsonable(data), separators=(",", ":"), ensure_ascii=False)
     for raw, escaped in (("&", "\\u0026"), ("<", "\\u003c"), (">", "\\u003e"), ("\u2028", "\\u2028"),
                          ("\u2029", "\\u2029")):
         text = text.replace(raw, escaped)

@@ -69,7 +69,8 @@
   if (S) initModel();
   if (D) initDiff();
   document.documentElement.setAttribute('data-ready', '1');
-  if (window.performance && performance.mark) performance.mark('modscope-ready');
+  performance.mark('modscope-ready');
+  requestAnimationFrame(function () { setTimeout(function () { performance.mark('modscope-painted'); }, 0); });
 
   function initModel() {
     var M = S.modules, n = M.length, kids = P.kids;
@@ -99,24 +100,24 @@
     /* ---------- columns ---------- */
     function first(m, k) { return M[m][k]; }
     var COLS = [
-      { key: 'name', title: 'module', width: 'minmax(200px, 3fr)', min: 200 },
-      { key: 'type', title: 'type', width: 'minmax(90px, 1.2fr)', min: 90, value: function (m) { return M[m].type; } },
+      { key: 'name', title: 'module', width: 'minmax(180px, 3fr)', min: 180 },
+      { key: 'type', title: 'type', width: 'minmax(84px, 1.2fr)', min: 84, value: function (m) { return M[m].type; } },
       { key: 'params', title: 'params', num: true, value: function (m) { return M[m].params_total; }, fmt: count },
       { key: 'buffers', title: 'buffers', num: true, value: function (m) { return M[m].buffers_total; }, fmt: count },
       { key: 'trainable', title: 'trainable', num: true, value: function (m) { return M[m].trainable_total; }, fmt: count },
-      { key: 'where', title: 'dtype/device', width: 'minmax(90px, 1fr)', min: 90, value: function (m) { return Object.keys(where[M[m].name] || {}).join(', '); } }
+      { key: 'where', title: 'dtype/device', width: 'minmax(84px, 1fr)', min: 84, value: function (m) { return Object.keys(where[M[m].name] || {}).join(', '); } }
     ];
     if (fwd) COLS.push(
-      { key: 'in', title: 'input', width: 'minmax(80px, 1fr)', min: 80, cls: 'shape', value: function (m) { return shape(first(m, 'input_shapes')); } },
-      { key: 'out', title: 'output', width: 'minmax(80px, 1fr)', min: 80, cls: 'shape', value: function (m) { return shape(first(m, 'output_shapes')); } },
+      { key: 'in', title: 'input', width: 'minmax(76px, 1fr)', min: 76, cls: 'shape', value: function (m) { return shape(first(m, 'input_shapes')); } },
+      { key: 'out', title: 'output', width: 'minmax(76px, 1fr)', min: 76, cls: 'shape', value: function (m) { return shape(first(m, 'output_shapes')); } },
       { key: 'calls', title: 'calls', num: true, value: function (m) { return first(m, 'calls'); }, fmt: count },
       { key: 'flops', title: 'FLOPs', num: true, value: function (m) { return first(m, 'flops'); }, fmt: count },
       { key: 'act', title: 'act. bytes', num: true, value: function (m) { return first(m, 'output_bytes'); }, fmt: bytes });
     if (T) COLS.push(
       { key: 'self', title: 'self time', num: true, value: function (m) { var t = times[M[m].name]; return t ? t.forward.self.median_ns : null; }, fmt: nanos },
       { key: 'total', title: 'total time', num: true, value: function (m) { var t = times[M[m].name]; return t ? t.forward.total.median_ns : null; }, fmt: nanos });
-    var template = COLS.map(function (c) { return c.width || 'minmax(66px, 0.6fr)'; }).join(' ');
-    var minWidth = COLS.reduce(function (s, c) { return s + (c.min || 66); }, 0) + 16 + 'px';
+    var template = COLS.map(function (c) { return c.width || 'minmax(64px, 0.6fr)'; }).join(' ');
+    var minWidth = COLS.reduce(function (s, c) { return s + (c.min || 64); }, 0) + 16 + 'px';
     var head = $('tree-head');
     head.style.gridTemplateColumns = template;
     head.style.minWidth = minWidth; $('tree-body').style.minWidth = minWidth;
@@ -328,9 +329,12 @@
       svg.removeAttribute('width'); svg.removeAttribute('height');
       var vb0 = svg.getAttribute('viewBox').split(/[\s,]+/).map(Number), vb = vb0.slice();
       var setVB = function () { svg.setAttribute('viewBox', vb.join(' ')); };
-      var paneBox = $('graph').getBoundingClientRect(), aspect = paneBox.height / Math.max(1, paneBox.width);
-      if (vb0[3] / vb0[2] > 2 * aspect) { vb = [vb0[0], vb0[1], vb0[2], vb0[2] * aspect]; setVB(); }  // tall: its top, full width
-      else if (vb0[2] / vb0[3] > 2 / aspect) { vb = [vb0[0], vb0[1], vb0[3] / aspect, vb0[3]]; setVB(); }  // wide: its left
+      var paneBox = $('graph').getBoundingClientRect(), pw = Math.max(1, paneBox.width), ph = Math.max(1, paneBox.height);
+      var READABLE = 0.6;  // px per point below which labels are too small to read: start there, at the top
+      if (Math.min(pw / vb0[2], ph / vb0[3]) < READABLE) {
+        var w = pw / READABLE, h = ph / READABLE;
+        vb = [vb0[2] > w ? vb0[0] : vb0[0] + (vb0[2] - w) / 2, vb0[1], w, h]; setVB();
+      }
       var zoom = function (s, cx, cy) {
         if (cx === undefined) { cx = vb[0] + vb[2] / 2; cy = vb[1] + vb[3] / 2; }
         vb = [cx - (cx - vb[0]) * s, cy - (cy - vb[1]) * s, vb[2] * s, vb[3] * s]; setVB();

@@ -59,10 +59,10 @@ def _load(browser, path: Path) -> tuple[float, float]:
     return ready, fcp
 
 
-def _shot(browser, path: Path, out: Path, select: str) -> None:
+def _shot(browser, path: Path, out: Path, select: str, height: int) -> None:
     from PIL import Image
 
-    context = browser.new_context(viewport={"width": 1280, "height": 860})
+    context = browser.new_context(viewport={"width": 1280, "height": height})
     page = context.new_page()
     page.goto(path.as_uri())
     page.wait_for_selector("html[data-ready]")
@@ -89,8 +89,8 @@ def main(argv: list[str] | None = None) -> None:
             rows.append([name, f"{build:.1f} s", f"{path.stat().st_size / 2**20:.2f} MiB", f"{fcp:.0f} ms", f"{ready:.0f} ms"])
         if "--shots" in argv:
             img = REPO / "docs" / "img"
-            _shot(browser, pages[0][1], img / "report_lenet.png", "net.3")
-            _shot(browser, pages[1][1], img / "report_resnet18.png", "layer2.0.conv1")
+            _shot(browser, pages[0][1], img / "report_lenet.png", "net.3", 860)
+            _shot(browser, pages[1][1], img / "report_resnet18.png", "layer2.0.conv1", 1300)
         browser.close()
     print_table(
         f"HTML report: build (modscope.report, CPU), file size, first paint in headless Chromium (median of {LOADS})",

@@ -18,12 +18,12 @@ import modscope
 from modscope.api.report import NEEDS_INPUTS
 from modscope.render.html_report.data import script_json
 from tests.conftest import REPO
-from tests.html_models import HOSTILE, HOSTILE_PARAM, Hostile, Wide
+from tests.html_models import HOSTILE, HOSTILE_PARAM, Hostile
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 WIDE_PAINT_BUDGET_MS = 5000  # measured ~0.4 s on the 2-core dev machine (docs/benchmarks.md): room for a busy one
 LENET = ("examples/lenet.py:LeNet", "--input", "1,1,28,28")
-RESNET = ("torchvision.models:resnet18", "--input", "1,3,224,224")
+RESNET = ("torchvision.models:resnet18", "--input", "1,3,64,64")  # small images: the same tree and graph, cheaper
 
 
 def _modscope(*args: str) -> subprocess.Popen:
@@ -34,27 +34,34 @@ def _modscope(*args: str) -> subprocess.Popen:
 
 @pytest.fixture(scope="module")
 def pages(tmp_path_factory) -> dict:
-    """The report pages, each built once: lenet and resnet18 by the real CLI (in parallel), the rest in-process."""
+    """The report pages, each built once: by the real CLI in parallel processes, hostile and diff in-process."""
     out = tmp_path_factory.mktemp("pages")
     runs = {
         "lenet": _modscope("report", *LENET, "--grads", "--time", "-o", "-"),  # the page on stdout
         "resnet18": _modscope("report", *RESNET, "-o", str(out / "resnet18.html")),
         "lenet_json": _modscope("summary", *LENET, "--json"),
+        "wide": _modscope("report", "tests/html_models.py:Wide", "--no-graph", "-o", str(out / "wide.html")),
+        "missing_folder": _modscope("report", LENET[0], "-o", str(out / "missing" / "r.html")),
+        "grads_no_input": _modscope("report", LENET[0], "--grads", "-o", str(out / "r.html")),
     }
-    found = {"hostile": out / "hostile.html", "wide": out / "wide.html", "diff": out / "diff.html"}
+    found = {"hostile": out / "hostile.html", "diff": out / "diff.html"}
     modscope.report(Hostile(), torch.randn(2, 4), grads=True, path=found["hostile"])
-    modscope.report(Wide(), graph=False, path=found["wide"])
     a, b = _checkpoints(out)
     modscope.report(a, b, path=found["diff"])
     for name, run in runs.items():
         stdout, stderr = run.communicate(timeout=300)
+        found[name] = (run.returncode, stdout, stderr)
+        if name in ("missing_folder", "grads_no_input"):
+            continue
         assert run.returncode == 0, f"{name}: {stderr}"
         found[name] = stdout
-        if name == "resnet18":
-            assert stderr.startswith(f"wrote {out / 'resnet18.html'} (") and stdout == ""
+        if name in ("resnet18", "wide"):
+            assert stderr.startswith(f"wrote {out / name}.html (") and stdout == ""
+            found[name] = out / f"{name}.html"
+    assert not (out / "r.html").exists()
     found["lenet_stdout"] = found["lenet"]
-    (out / "lenet.html").write_text(found["lenet"])
-    found["lenet"], found["resnet18"] = out / "lenet.html", out / "resnet18.html"
+    found["lenet"] = out / "lenet.html"
+    found["lenet"].write_text(found["lenet_stdout"])
     return found
 
 
@@ -310,14 +317,11 @@ def test_diff_page_sorts_by_change_size(pages, open_page):
     assert keys() == ["small"]
 
 
-def test_bad_report_options_fail_in_one_line(tmp_path):
-    from tests.conftest import run_modscope
-
-    done = run_modscope("report", "examples/lenet.py:LeNet", "-o", str(tmp_path / "missing" / "r.html"))
-    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "does not exist" in done.stderr
-    done = run_modscope("report", "examples/lenet.py:LeNet", "--grads", "-o", str(tmp_path / "r.html"))
-    assert done.returncode == 2 and done.stderr == f"modscope: error: {NEEDS_INPUTS}\n"
-    assert not (tmp_path / "r.html").exists()
+def test_bad_report_options_fail_in_one_line(pages):
+    code, stdout, stderr = pages["missing_folder"]  # refused before anything is loaded
+    assert code == 2 and stdout == "" and stderr.count("\n") == 1 and "does not exist" in stderr
+    code, stdout, stderr = pages["grads_no_input"]
+    assert code == 2 and stdout == "" and stderr == f"modscope: error: {NEEDS_INPUTS}\n"
 
 
 def test_script_json_is_safe_and_round_trips():

@@ -329,3 +329,19 @@ def test_script_json_is_safe_and_round_trips():
     text = script_json(data)
     assert not set("<>&\u2028") & set(text)
     assert json.loads(text) == {"name": HOSTILE + "\u2028&", "nan": "nan", "inf": "-inf", "n": [1, 2.5]}  # as --json
+
+
+@pytest.mark.parametrize("bad", [
+    '<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>',
+    '<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"><g/></svg>',
+    '<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink"><a xlink:href="https://x.example"/></svg>',
+    '<svg xmlns="http://www.w3.org/2000/svg"><foreignObject/></svg>',
+    '<svg xmlns="http://www.w3.org/2000/svg"><g>',
+])
+def test_svg_check_refuses_what_graphviz_does_not_write(bad):
+    from modscope.errors import RenderError
+    from modscope.render.html_report.svg import check
+
+    check('<svg xmlns="http://www.w3.org/2000/svg"><g id="msn-0" class="node"><title>&lt;/script&gt;</title></g></svg>')
+    with pytest.raises(RenderError):
+        check(bad)

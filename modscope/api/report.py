@@ -110,16 +110,18 @@ def _graph(model, inputs, summary: SummaryReport, depth: int | None, target: str
 
     if depth is None and len(summary.modules) > GRAPH_MODULE_LIMIT:
         depth = _depth_within(summary, GRAPH_MODULE_LIMIT)
+    note = ""
     try:
         drawn = graph(model, inputs, depth=depth, target=target)
-    except ForwardError as exc:
-        return None, f"not drawn: the dataflow pass failed ({exc})"
+    except ForwardError as exc:  # e.g. --device meta: the inputs are on meta, the model is not
+        drawn = graph(model, None, depth=depth, target=target)
+        note = f"shows the module hierarchy: the dataflow pass failed ({exc})"
     if len(drawn.nodes) > GRAPH_NODE_LIMIT:
         return None, (
             f"not drawn: {len(drawn.nodes):,} nodes (more than {GRAPH_NODE_LIMIT:,}); "
             "give a smaller --graph-depth to draw the upper levels"
         )
-    return drawn, ""
+    return drawn, note
 
 
 def _depth_within(summary: SummaryReport, limit: int) -> int:

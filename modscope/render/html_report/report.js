@@ -379,7 +379,7 @@
       show('graph-section', 'graph');
       $('graph').hidden = true;
     }
-    if (P.graph && P.graph.note) { $('graph-note').hidden = false; $('graph-note').textContent = 'Graph ' + P.graph.note; }
+    if (P.graph && P.graph.note) { $('graph-note').hidden = false; $('graph-note').textContent = 'The graph ' + P.graph.note; }
 
     /* ---------- findings ---------- */
     var list = $('findings');

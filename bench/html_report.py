@@ -75,7 +75,14 @@ def _shot(browser, path: Path, out: Path, select: str, height: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    from playwright.sync_api import sync_playwright
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        print("skipped: Playwright for Python is not installed (pip install -e '.[test]')")
+        return
+    if shutil.which("chromium") is None:
+        print("skipped: no chromium on PATH (make chromium)")
+        return
 
     args = ["--no-sandbox"] if os.geteuid() == 0 else []
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as playwright:

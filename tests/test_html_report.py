@@ -36,6 +36,7 @@ def _modscope(*args: str) -> subprocess.Popen:
 def pages(tmp_path_factory) -> dict:
     """The report pages, each built once: by the real CLI in parallel processes, hostile and diff in-process."""
     out = tmp_path_factory.mktemp("pages")
+    a, b = _checkpoints(out)
     runs = {
         "lenet": _modscope("report", *LENET, "--grads", "--time", "-o", "-"),  # the page on stdout
         "resnet18": _modscope("report", *RESNET, "-o", str(out / "resnet18.html")),
@@ -43,15 +44,15 @@ def pages(tmp_path_factory) -> dict:
         "wide": _modscope("report", "tests/html_models.py:Wide", "--no-graph", "-o", str(out / "wide.html")),
         "missing_folder": _modscope("report", LENET[0], "-o", str(out / "missing" / "r.html")),
         "grads_no_input": _modscope("report", LENET[0], "--grads", "-o", str(out / "r.html")),
+        "diff_html": _modscope("diff", str(a), str(b), "--html", str(out / "diff_cli.html")),
     }
     found = {"hostile": out / "hostile.html", "diff": out / "diff.html"}
     modscope.report(Hostile(), torch.randn(2, 4), grads=True, path=found["hostile"])
-    a, b = _checkpoints(out)
     modscope.report(a, b, path=found["diff"])
     for name, run in runs.items():
         stdout, stderr = run.communicate(timeout=300)
         found[name] = (run.returncode, stdout, stderr)
-        if name in ("missing_folder", "grads_no_input"):
+        if name in ("missing_folder", "grads_no_input", "diff_html"):
             continue
         assert run.returncode == 0, f"{name}: {stderr}"
         found[name] = stdout
@@ -322,6 +323,13 @@ def test_bad_report_options_fail_in_one_line(pages):
     assert code == 2 and stdout == "" and stderr.count("\n") == 1 and "does not exist" in stderr
     code, stdout, stderr = pages["grads_no_input"]
     assert code == 2 and stdout == "" and stderr == f"modscope: error: {NEEDS_INPUTS}\n"
+
+
+def test_diff_html_writes_the_report_page(pages):
+    code, _, stderr = pages["diff_html"]
+    assert code == 1 and "wrote " in stderr  # different, as `diff` exits
+    cli_page = pages["diff"].with_name("diff_cli.html").read_text()
+    assert _documents(cli_page)["modscope-diff"] == _documents(pages["diff"].read_text())["modscope-diff"]
 
 
 def test_script_json_is_safe_and_round_trips():

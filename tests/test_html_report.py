@@ -201,6 +201,19 @@ def test_sorting_orders_siblings(pages, open_page):
     assert view.rows()[2:5] == ["net.0", "net.1", "net.10"]
 
 
+def test_keys_move_through_the_tree(pages, open_page):
+    view = open_page(pages["lenet"])
+    view.page.click("#tree-rows .row[data-name='net.3']")
+    view.page.keyboard.press("ArrowDown")
+    assert view.selected() == "net.4"
+    view.page.keyboard.press("ArrowLeft")  # a leaf: to its parent
+    assert view.selected() == "net"
+    view.page.keyboard.press("ArrowLeft")  # open: closes it
+    assert view.rows() == ["", "net"]
+    view.page.keyboard.press("ArrowRight")
+    assert len(view.rows()) == 14
+
+
 def test_search_finds_by_name_or_type(pages, open_page):
     view = open_page(pages["lenet"])
     view.page.fill("#search", "linear")

@@ -221,6 +221,18 @@
       var row = e.target.closest('.row'); if (!row) return;
       var m = +row.dataset.m; if (hasKids(m)) { expanded[m] = expanded[m] ? 0 : 1; rebuild(); }
     });
+    body.tabIndex = 0;  // keys: up/down move the selection, right opens, left closes or goes to the parent
+    body.addEventListener('keydown', function (e) {
+      var r = rows.indexOf(selected), m = selected;
+      if (e.key === 'ArrowDown' || e.key === 'ArrowUp') {
+        r = Math.max(0, Math.min(rows.length - 1, r + (e.key === 'ArrowDown' ? 1 : -1)));
+        select(rows[r]);
+      } else if (e.key === 'ArrowRight' && m >= 0 && hasKids(m) && !expanded[m]) { expanded[m] = 1; rebuild(); }
+      else if (e.key === 'ArrowLeft' && m >= 0) {
+        if (expanded[m] && hasKids(m)) { expanded[m] = 0; rebuild(); } else if (parent[m] >= 0) select(parent[m]);
+      } else return;
+      e.preventDefault();
+    });
     $('collapse').addEventListener('change', function (e) { collapse = e.target.checked; rebuild(); });
     $('expand-all').addEventListener('click', function () { expanded.fill(1); rebuild(); });
     $('collapse-all').addEventListener('click', function () { expanded.fill(0); expanded[0] = 1; rebuild(); });

@@ -9,6 +9,7 @@
 >>> with modscope.watch_gradients(model) as watch: ...   # gradient norms over a training loop
 >>> with modscope.detect_nonfinite(model) as det: ...    # the first NaN/Inf, forward and backward
 >>> modscope.time_layers(model, x, backward=True)        # per-layer self/total time
+>>> modscope.report(model, x, path="report.html")         # all of it on one interactive HTML page
 
 Public names are imported lazily, so ``import modscope`` does not import torch.
 """
@@ -22,6 +23,8 @@ _LAZY = {
     "summary": "modscope.api.static",
     "audit": "modscope.api.static",
     "graph": "modscope.api.graphs",
+    "report": "modscope.api.report",
+    "ModelPage": "modscope.reports.page",
     "distributed_summary": "modscope.api.distributed",
     "distributed_audit": "modscope.api.distributed",
     "load_model": "modscope.load.target",

@@ -15,6 +15,7 @@ from modscope.cli import checkpoint_commands  # noqa: F401  (registers diff/chec
 from modscope.cli import graph_commands  # noqa: F401  (registers graph)
 from modscope.cli import training_commands  # noqa: F401  (registers grads/nan/time)
 from modscope.cli import schema_command  # noqa: F401  (registers schema)
+from modscope.cli import report_commands  # noqa: F401  (registers report)
 
 
 def main() -> None:

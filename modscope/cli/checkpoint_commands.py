@@ -49,6 +49,11 @@ def diff(
     args_json: ArgsJsonOpt = None,
     trust: TrustOpt = False,
     all_: AllOpt = False,
+    html: Annotated[
+        Optional[str],
+        typer.Option("--html", metavar="FILE", help="Also write the diff as an interactive HTML page (modscope report A B).",
+                     show_default=False),
+    ] = None,
     json: JsonOpt = False,
     width: WidthOpt = None,
     debug: DebugOpt = False,
@@ -62,11 +67,20 @@ def diff(
         from modscope.render.diff import diff_view
 
         kwargs = parse_constructor_args(arg or (), args_json)
+        if html is not None:
+            from modscope.render.output import check_output_path
+
+            check_output_path(html, "--html")  # a missing folder fails before the tensors are read
         with open_checkpoint(a, key=key_a or key, trust=trust, kwargs=kwargs) as left, open_checkpoint(
             b, key=key_b or key, trust=trust, kwargs=kwargs
         ) as right, progress(json, unit="bytes") as shown:
             report = modscope.diff(left, right, rtol=rtol, atol=atol, keys_only=keys_only,
                                    progress=shown.counter("comparing values"))
+        if html is not None:
+            from modscope.reports.page import ModelPage
+
+            path = ModelPage(title=f"diff {a} {b}", diff=report).save(html)
+            sys.stderr.write(f"wrote {path}\n")
         emit(report, as_json=json, view=diff_view(report, limit=None if all_ else 20), width=width)
     raise typer.Exit(EXIT_OK if report.identical else EXIT_FINDINGS)
 

@@ -43,8 +43,13 @@ LARGE_LAYOUT_COST = 2000
 _LARGE = "mclimit=0.3 nslimit=1"
 
 
-def to_dot(graph: ModelGraph) -> str:
-    """The DOT text of ``graph``: a pure function of the report."""
+def to_dot(graph: ModelGraph, ids: dict[str, str] | None = None, cluster_ids: dict[str, str] | None = None) -> str:
+    """The DOT text of ``graph``: a pure function of the report.
+
+    ``ids``/``cluster_ids`` map node/cluster ids to the ``id`` their SVG element gets (the HTML report links
+    them to its module tree); drawn without when omitted.
+    """
+    ids, cluster_ids = ids or {}, cluster_ids or {}
     large = is_large(graph)
     lines = [f"digraph {_quote(graph.model.type)} {{"]
     lines += [
@@ -62,7 +67,7 @@ def to_dot(graph: ModelGraph) -> str:
     for node in graph.nodes:
         members.setdefault(node.cluster, []).append(node)
     # Explicit stack instead of recursion: ("open", cluster) / ("close", None) markers.
-    lines += [_node_line(n, "", scale, "  ") for n in members.get("", [])]
+    lines += [_node_line(n, "", scale, "  ", ids.get(n.id)) for n in members.get("", [])]
     lines += rows.get("", [])
     stack: list[tuple[str, GraphCluster | None, int]] = [("open", c, 1) for c in reversed(children.get("", []))]
     while stack:
@@ -71,8 +76,8 @@ def to_dot(graph: ModelGraph) -> str:
         if action == "close":
             lines.append(pad + "}")
             continue
-        lines += _cluster_head(cluster, pad, level)
-        lines += [_node_line(n, cluster.id, scale, pad + "  ") for n in members.get(cluster.id, [])]
+        lines += _cluster_head(cluster, pad, level, cluster_ids.get(cluster.id))
+        lines += [_node_line(n, cluster.id, scale, pad + "  ", ids.get(n.id)) for n in members.get(cluster.id, [])]
         lines += [pad + line for line in rows.get(cluster.id, [])]
         stack.append(("close", None, level))
         stack.extend(("open", c, level + 1) for c in reversed(children.get(cluster.id, [])))
@@ -194,7 +199,7 @@ def _title(graph: ModelGraph, large: bool) -> str:
     return "<br/>".join(parts)
 
 
-def _cluster_head(cluster: GraphCluster, pad: str, level: int) -> list[str]:
+def _cluster_head(cluster: GraphCluster, pad: str, level: int, element_id: str | None = None) -> list[str]:
     name = escape(_short(cluster.label, cluster.parent))
     counts = f"{human_count(cluster.params)} params{' each' if cluster.repeat > 1 else ''}" if cluster.params else ""
     info = "  ".join(x for x in (escape(cluster.type), counts) if x)
@@ -206,13 +211,14 @@ def _cluster_head(cluster: GraphCluster, pad: str, level: int) -> list[str]:
         border = 'color="#9a9a9a" penwidth=1'
     frozen = " (frozen)" if cluster.params and not cluster.trainable else ""
     fill = "#f4f6f8" if level % 2 else "#ffffff"
+    element = f" id={_quote(element_id)}" if element_id else ""
     return [
         f"{pad}subgraph {_quote('cluster_' + cluster.id)} {{",
-        f'{pad}  graph [label=<{head}{frozen}> style="rounded,filled" fillcolor="{fill}" {border} fontsize=11]',
+        f'{pad}  graph [label=<{head}{frozen}> style="rounded,filled" fillcolor="{fill}" {border} fontsize=11{element}]',
     ]
 
 
-def _node_line(node: GraphNode, cluster: str, scale: _ParamScale | None, pad: str) -> str:
+def _node_line(node: GraphNode, cluster: str, scale: _ParamScale | None, pad: str, element_id: str | None = None) -> str:
     attrs = {"label": f"<{_node_label(node, cluster)}>"}
     fill = _FILL[node.kind]
     if node.kind is NodeKind.MODULE:
@@ -236,6 +242,8 @@ def _node_line(node: GraphNode, cluster: str, scale: _ParamScale | None, pad: st
     else:
         attrs.update(shape="box", style='"rounded,filled"', fontsize="10")
     attrs["fillcolor"] = _quote(fill)
+    if element_id:
+        attrs["id"] = _quote(element_id)
     body = " ".join(f"{k}={v}" for k, v in attrs.items())
     return f"{pad}{_quote(node.id)} [{body}]"
 

@@ -20,3 +20,8 @@ def _finite(value):
     if isinstance(value, (list, tuple)):
         return [_finite(v) for v in value]
     return value
+
+
+def jsonable(report: Any) -> Any:
+    """The data ``dumps`` writes, before it is written (the HTML report embeds the same documents)."""
+    return _finite(report.to_dict() if hasattr(report, "to_dict") else report)

@@ -15,12 +15,14 @@ from modscope.render.console import audit_view, summary_view
 from modscope.render.diff import diff_view
 from modscope.render.grads import grads_view, watch_view
 from modscope.render.graph import svg_or_none, to_dot, write
+from modscope.render.html_report import page_html, write_page
 from modscope.render.nonfinite import nonfinite_view
 from modscope.render.timing import timing_view
 from modscope.reports import AuditReport, GradReport, GradWatchReport, NonfiniteReport, SummaryReport, TimingReport
 from modscope.reports.checkpoint import CheckpointSummary, CompatReport
 from modscope.reports.diff import StateDictDiff
 from modscope.reports.graph import ModelGraph
+from modscope.reports.page import ModelPage
 from modscope.reports.presented import register
 
 HTML_WIDTH = 120  # columns of the recorded terminal view shown in a notebook
@@ -58,3 +60,5 @@ for _type, _view in TERMINAL_VIEWS.items():
 register(ModelGraph, "dot", to_dot)
 register(ModelGraph, "svg", svg_or_none)
 register(ModelGraph, "file", write)
+register(ModelPage, "page", page_html)
+register(ModelPage, "page_file", write_page)

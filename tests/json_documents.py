@@ -91,6 +91,19 @@ def watched() -> str:
     return dumps(watch.report())
 
 
+def page() -> dict:
+    """The page document embedded in an HTML report (with gradients and times, so every part is there)."""
+    import re
+
+    import modscope
+    from examples.lenet import LeNet
+
+    torch.manual_seed(0)
+    html = modscope.report(LeNet(), inputs=torch.randn(1, 1, 28, 28), grads=True, time=True).html()
+    found = re.search(r'<script type="application/json" id="modscope-page">(.*?)</script>', html, re.S)
+    return json.loads(found.group(1))
+
+
 def main(path: str) -> None:
     found = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -98,6 +111,7 @@ def main(path: str) -> None:
             code, text = run(argv)
             found[case] = {"argv": argv, "code": code, "doc": json.loads(text) if text.strip() else None}
     found["grad_watch"] = {"argv": ["watch_gradients"], "code": 0, "doc": json.loads(watched())}
+    found["page"] = {"argv": ["report", "examples/lenet.py:LeNet"], "code": 0, "doc": page()}
     Path(path).write_text(json.dumps(found))
 
 

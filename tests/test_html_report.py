@@ -281,7 +281,7 @@ def test_hostile_names_show_as_text_and_never_run(pages, open_page):
     view = open_page(pages["hostile"])
     assert view.dialogs == []  # no alert() ran
     assert view.rows() == ["", HOSTILE, "unused"]
-    assert view.page.inner_text(f"#tree-rows .row:nth-child(2) .name") .strip() == HOSTILE
+    assert view.page.inner_text("#tree-rows .row:nth-child(2) .name") .strip() == HOSTILE
     assert view.page.evaluate("document.querySelectorAll('script').length") == 5
     assert view.page.evaluate("document.querySelectorAll('img').length") == 0
     view.page.fill("#search", "</script>")

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import time
 
-import pytest
 import torch
 import torch.nn as nn
 from torch.nn.utils import parametrizations

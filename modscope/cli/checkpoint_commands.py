@@ -2,6 +2,7 @@
 checkpoint alone (reached from the static commands when their TARGET is a checkpoint file or folder)."""
 from __future__ import annotations
 
+import sys
 from typing import Annotated, Optional
 
 import typer

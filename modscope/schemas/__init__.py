@@ -29,6 +29,7 @@ COMMANDS = {
     "grad_watch": "modscope.watch_gradients(...).report() (Python only)",
     "nan": "modscope nan TARGET",
     "time": "modscope time TARGET",
+    "page": "modscope report TARGET (inside the page: <script id=\"modscope-page\">)",
 }
 
 

@@ -18,7 +18,8 @@ def test_a_port_taken_before_torchrun_listens_on_it_is_retried(monkeypatch, tmp_
         real = distributed_harness.free_port
         monkeypatch.setattr(distributed_harness, "free_port", lambda: next(chosen, None) or real())
         script = tmp_path / "rank.py"
-        script.write_text("import os\nprint('rank', os.environ['RANK'], flush=True)\n")
+        # one write per rank: the ranks share stdout, and print() writes its arguments one by one
+        script.write_text("import os, sys\nsys.stdout.write(f\"rank {os.environ['RANK']}\\n\")\n")
         result = distributed_harness.torchrun(str(script), timeout=120)
     assert result.returncode == 0, result.worker_lines()[-2000:]
     assert sorted(result.stdout.split("\n"))[-2:] == ["rank 0", "rank 1"]

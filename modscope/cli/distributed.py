@@ -19,6 +19,7 @@ import datetime
 import gc
 import os
 import socket
+import time
 from typing import Annotated, Callable, Optional
 
 import typer
@@ -55,6 +56,17 @@ _NEEDS_PROCESS_GROUP = ("env:// rendezvous", "Default process group has not been
 def launched() -> bool:
     """True inside a torchrun/srun-style launch (the env:// rendezvous variables are set)."""
     return "TORCHELASTIC_RUN_ID" in os.environ or all(v in os.environ for v in _LAUNCHER_VARS)
+
+
+def _wait_for_exit(pid: int, *, seconds: float) -> None:
+    """Until process ``pid`` (rank 0, on this host) has ended, or ``seconds`` passed, or it is elsewhere."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.05)
 
 
 def printing_rank(distributed: bool | None) -> bool:
@@ -159,8 +171,9 @@ class DistributedSession(Session):
         code = self.exit_code if exc is None else _exit_code(exc)
         try:
             codes = [None] * dist.get_world_size()
-            dist.all_gather_object(codes, code)  # every rank reaches this: earlier waits agreed on failures
-            agreed = codes[0] or max(codes)
+            dist.all_gather_object(codes, (code, os.getpid()))  # every rank reaches this: failures were agreed
+            agreed = codes[0][0] or max(c for c, _ in codes)
+            main_pid = codes[0][1]
         finally:
             if self._owned and dist.is_initialized():
                 gc.collect()  # finished collectives still referenced from cycles would outlive the group, and
@@ -169,6 +182,8 @@ class DistributedSession(Session):
             if exc is None and agreed:
                 raise typer.Exit(agreed)
             return False  # rank 0 reports its own error (it names failing ranks)
+        if agreed:  # torchrun ends the whole job when any rank exits with an error: let rank 0 say it first
+            _wait_for_exit(main_pid, seconds=30.0)
         raise typer.Exit(agreed)  # other ranks stay silent and exit with the same code
 
     # --- steps -----------------------------------------------------------------------------------------

@@ -16,19 +16,17 @@ import importlib.util
 import inspect
 import json
 import os
-import pickle
 import sys
-import traceback
-import warnings
-import zipfile
 from pathlib import Path
 from typing import Any, Iterable
 
 import torch
 import torch.nn as nn
 
-from modscope.errors import LoadError, UnsafeLoadError, UsageError, what_user_code_did
+from modscope.errors import LoadError, UsageError
+from modscope.load.saved_module import load_saved_module
 from modscope.load.suggest import close_module, closest_path, name_the_model
+from modscope.load.user_errors import describe_exception
 
 
 def load_model(
@@ -170,11 +168,11 @@ def _import_namespace(spec: str):
             close = close_module(exc.name)
             hint = f"did you mean {close}?" if close else "is it installed, or run from the folder that holds it?"
             raise LoadError(f"cannot import {spec!r}: no module named {exc.name!r} ({hint})")
-        raise LoadError(f"importing {spec!r} failed: {_describe_exception(exc, None)}")
+        raise LoadError(f"importing {spec!r} failed: {describe_exception(exc, None)}")
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # noqa: BLE001 - a module may raise anything at import, even SystemExit
-        raise LoadError(f"importing {spec!r} failed: {_describe_exception(exc, None)}")
+        raise LoadError(f"importing {spec!r} failed: {describe_exception(exc, None)}")
 
 
 def _import_file(path: Path):
@@ -202,7 +200,7 @@ def _import_file(path: Path):
             del sys.modules[module_name]
             if isinstance(exc, KeyboardInterrupt):
                 raise
-            raise LoadError(f"importing {path} failed: {_describe_exception(exc, resolved)}")
+            raise LoadError(f"importing {path} failed: {describe_exception(exc, resolved)}")
     return module
 
 
@@ -223,36 +221,6 @@ def _importing_user_code(folder: str):
         sys.dont_write_bytecode = no_bytecode
         if added and folder in sys.path:
             sys.path.remove(folder)
-
-
-def _describe_exception(exc: BaseException, source: Path | None) -> str:
-    if isinstance(exc, Exception):
-        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    else:  # sys.exit() or another BaseException from the user's code
-        text = what_user_code_did(exc)
-    text = next((line.strip() for line in text.splitlines() if line.strip()), text.strip())  # torch's run on
-    frames = traceback.extract_tb(exc.__traceback__)
-    own = [f for f in frames if Path(f.filename).resolve() == source] if source is not None else []
-    if isinstance(exc, SyntaxError) and exc.lineno and source is not None:
-        return f"{text} (line {exc.lineno})"
-    if own:
-        return f"{text} (line {own[-1].lineno})"
-    users = [f for f in frames if _is_user_file(f.filename)]
-    if users:  # the user's own code raised (a constructor, a sibling module): where, in their file
-        return f"{text} ({Path(users[-1].filename).name} line {users[-1].lineno})"
-    return text  # raised inside torch or Python: their line numbers say nothing to the user
-
-
-def _is_user_file(filename: str) -> bool:
-    """Not Python's, torch's, an installed package's or modscope's own source: the user's code."""
-    import sysconfig
-
-    if filename.startswith("<"):
-        return False
-    resolved = str(Path(filename).resolve())
-    ours = [Path(torch.__file__).parent, Path(__file__).parent.parent]
-    ours += [Path(p) for k, p in sysconfig.get_paths().items() if k in ("stdlib", "platstdlib", "purelib", "platlib")]
-    return not any(resolved.startswith(str(p.resolve()) + os.sep) for p in ours)
 
 
 # --- resolving and building ------------------------------------------------------------------------------
@@ -305,7 +273,7 @@ def _instantiate(obj, label: str, kwargs: dict[str, Any], device) -> nn.Module:
         raise
     except BaseException as exc:  # noqa: BLE001 - the user's constructor, even sys.exit()
         call = f"{label}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})"
-        said = _describe_exception(exc, None)
+        said = describe_exception(exc, None)
         raise LoadError(f"{call} {said if not isinstance(exc, Exception) else 'raised ' + said}")
     if not isinstance(built, nn.Module):
         raise LoadError(f"{label} returned a {type(built).__name__}, not an nn.Module")
@@ -331,95 +299,3 @@ def _check_signature(obj, label: str, kwargs: dict[str, Any]) -> None:
     if unknown:
         known = ", ".join(signature.parameters) or "none"
         raise UsageError(f"{label} takes no argument(s) {', '.join(unknown)} (it takes: {known})")
-
-
-# --- saved modules ---------------------------------------------------------------------------------------
-
-
-def is_torchscript(path: Path) -> bool:
-    """TorchScript archives are zip files with a code/ folder and constants.pkl."""
-    try:
-        if not path.is_file() or not zipfile.is_zipfile(path):
-            return False
-        with zipfile.ZipFile(path) as archive:
-            return any(n.endswith("/constants.pkl") or "/code/" in n for n in archive.namelist())
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
-        return False  # not a readable archive: torch.load below says what is wrong
-
-
-def load_saved_module(path: Path, *, trust: bool = False) -> nn.Module:
-    """A TorchScript archive or a module saved whole with ``torch.save(model)``; both only with ``trust``
-    (loading either runs code from the file)."""
-    if is_torchscript(path):
-        if not trust:
-            from modscope.checkpoint.torchscript import refusal
-
-            raise UnsafeLoadError(refusal(str(path)))
-        try:
-            with warnings.catch_warnings():  # torch >= 2.9 marks TorchScript deprecated; the file is what it is
-                warnings.simplefilter("ignore", FutureWarning)
-                return torch.jit.load(str(path), map_location="cpu")
-        except Exception as exc:
-            raise LoadError(f"cannot load TorchScript archive {path}: {_describe_exception(exc, None)}")
-    if path.is_dir():
-        inner = _torchscript_in(path)
-        if inner is not None:
-            return load_saved_module(inner, trust=trust)
-        raise LoadError(f"{path} is a directory, not a model: give path/to/file.py:Name or a saved model file")
-    _check_archive(path)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if not trust:
-            raise UnsafeLoadError(
-                f"{path} holds pickled Python objects (such as a whole model saved with torch.save(model)); "
-                "loading it would run code from the file. Pass --trust only if you trust its source"
-            ) from exc
-        obj = _load_trusted(path)
-    except Exception as exc:
-        raise LoadError(f"cannot read {path}: {_describe_exception(exc, None)}")
-    if isinstance(obj, nn.Module):
-        return obj
-    raise LoadError(
-        f"{path} holds a {type(obj).__name__} (a checkpoint or state_dict), not a model: "
-        "give the model as path/to/file.py:Name"
-    )
-
-
-def _check_archive(path: Path) -> None:
-    """Before torch reads a zip archive: a regular file whose records are sound and whose pickle is within
-    modscope's cap and inflates to what its header declares (a 1 MB file can inflate a 1 GiB pickle; torch
-    would inflate it into memory first)."""
-    from modscope.checkpoint.guard import regular_file
-    from modscope.checkpoint.torchfile import MAX_PICKLE_BYTES
-    from modscope.checkpoint.ziparchive import ZipArchive
-
-    regular_file(str(path))
-    if not zipfile.is_zipfile(path):
-        return  # the legacy format: torch reads it as a stream
-    archive = ZipArchive(str(path))
-    archive.read_bytes(archive.root() + "data.pkl", limit=MAX_PICKLE_BYTES, what="pickle")  # inflated and CRC-checked
-
-
-def _torchscript_in(folder: Path) -> Path | None:
-    """The TorchScript archive a checkpoint folder's detection picks (``run/model.pt``), if that is what it picks."""
-    from modscope.checkpoint import detect
-    from modscope.errors import CheckpointError
-
-    try:
-        kind, found = detect.detect(str(folder))
-    except CheckpointError:
-        return None
-    return Path(found) if kind == detect.TORCHSCRIPT else None
-
-
-def _load_trusted(path: Path):
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except ModuleNotFoundError as exc:
-        raise LoadError(
-            f"cannot unpickle {path}: it names a class in module {exc.name!r}, which is not importable from here: "
-            "run modscope from the folder that holds that module (or install it)"
-        )
-    except Exception as exc:
-        raise LoadError(f"cannot unpickle {path}: {_describe_exception(exc, None)}")

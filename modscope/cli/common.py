@@ -191,7 +191,7 @@ def load_target(
     elif kind is not None and str(device) != "meta":
         from modscope.load.memory_guard import refuse_if_it_cannot_fit
 
-        refuse_if_it_cannot_fit(target, load_model(target, kwargs=kwargs, trust=trust, device="meta"))
+        refuse_if_it_cannot_fit(target, load_model(target, kwargs=kwargs, trust=trust, device="meta"), device)
     model = load_model(target, kwargs=kwargs, trust=trust, device=device)
     if kind == "hf" and weights is None and values:
         weights = default_weights(target)

@@ -59,7 +59,7 @@ def launched() -> bool:
 
 
 def _wait_for_exit(pid: int, *, seconds: float) -> None:
-    """Until process ``pid`` (rank 0, on this host) has ended, or ``seconds`` passed, or it is elsewhere."""
+    """Until process ``pid`` (rank 0, on this host) has ended or ``seconds`` have passed."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
@@ -171,9 +171,9 @@ class DistributedSession(Session):
         code = self.exit_code if exc is None else _exit_code(exc)
         try:
             codes = [None] * dist.get_world_size()
-            dist.all_gather_object(codes, (code, os.getpid()))  # every rank reaches this: failures were agreed
-            agreed = codes[0][0] or max(c for c, _ in codes)
-            main_pid = codes[0][1]
+            dist.all_gather_object(codes, (code, os.getpid(), socket.gethostname()))  # failures were agreed
+            agreed = codes[0][0] or max(c for c, _, _ in codes)
+            main_pid = codes[0][1] if codes[0][2] == socket.gethostname() else None
         finally:
             if self._owned and dist.is_initialized():
                 gc.collect()  # finished collectives still referenced from cycles would outlive the group, and
@@ -182,8 +182,8 @@ class DistributedSession(Session):
             if exc is None and agreed:
                 raise typer.Exit(agreed)
             return False  # rank 0 reports its own error (it names failing ranks)
-        if agreed:  # torchrun ends the whole job when any rank exits with an error: let rank 0 say it first
-            _wait_for_exit(main_pid, seconds=30.0)
+        if agreed and main_pid is not None:  # torchrun ends the whole job when any of its ranks exits with an
+            _wait_for_exit(main_pid, seconds=30.0)  # error: on rank 0's host, let rank 0 say why first
         raise typer.Exit(agreed)  # other ranks stay silent and exit with the same code
 
     # --- steps -----------------------------------------------------------------------------------------

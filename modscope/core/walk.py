@@ -7,6 +7,7 @@ operations an analysis needs (``train``, ``to``, ``to_empty``, ``deepcopy``) are
 from __future__ import annotations
 
 import copy
+import functools
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -122,6 +123,7 @@ def deep_copy(root: nn.Module, memo: dict | None = None) -> nn.Module:
 _TABLES = ("_parameters", "_buffers", "_modules")
 
 
+@functools.lru_cache(maxsize=1024)
 def _plain_pickling(cls: type) -> bool:
     """Does ``copy.deepcopy`` of an instance of ``cls`` reduce to: a new object, then ``Module.__setstate__`` of
     its deep-copied ``__dict__``? (No ``__deepcopy__``, reduction, state hooks or slots of its own.)"""

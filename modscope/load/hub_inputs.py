@@ -14,6 +14,7 @@ import inspect
 import torch
 import torch.nn as nn
 
+from modscope.core.walk import visits
 from modscope.errors import UsageError
 from modscope.load.inputs import _SEED, ModelInputs, TensorSpec
 
@@ -94,7 +95,7 @@ def _timm_spec(model, batch: int) -> TensorSpec:
 def _patch_grid_size(model: nn.Module) -> tuple[int, int] | None:
     """The image size a timm patch embedding was built for (ViT, DeiT, Swin, Mixer take no other unless made
     with ``dynamic_img_size``), or None for models that take any size."""
-    for module in model.modules():
+    for module in (v.module for v in visits(model)):
         size = getattr(module, "img_size", None)
         if type(module).__name__ == "PatchEmbed" and isinstance(size, tuple) and len(size) == 2:
             if all(isinstance(s, int) and s > 0 for s in size) and not getattr(module, "dynamic_img_size", False):
@@ -132,8 +133,8 @@ def _text_config(config):
 def _position_room(model: nn.Module) -> int | None:
     """Positions a text model can really embed when they are counted from past a padding index (RoBERTa and
     its kin number positions from ``padding_idx + 1``: 512 rows hold 510 tokens), else None."""
-    for module in model.modules():
-        table, padding = getattr(module, "position_embeddings", None), getattr(module, "padding_idx", None)
+    for visit in visits(model):
+        table, padding = getattr(visit.module, "position_embeddings", None), getattr(visit.module, "padding_idx", None)
         if isinstance(table, nn.Embedding) and isinstance(padding, int) and not isinstance(padding, bool):
             return table.num_embeddings - padding - 1
     return None

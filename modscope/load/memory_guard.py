@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 
+import torch
 import torch.nn as nn
 
 from modscope.core.text import human_bytes
@@ -22,11 +23,11 @@ from modscope.errors import UsageError
 MAX_SHARE = 1 / 3
 
 
-def refuse_if_it_cannot_fit(target: str, meta_model: nn.Module) -> None:
-    """UsageError when ``meta_model``'s tensors, allocated for real, would take more than ``MAX_SHARE`` of the
-    memory available now."""
+def refuse_if_it_cannot_fit(target: str, meta_model: nn.Module, device=None) -> None:
+    """UsageError when ``meta_model``'s tensors, built for real on ``device`` (None: the CPU), would take more
+    than ``MAX_SHARE`` of the memory available there now."""
     needed = tensor_bytes(meta_model)
-    available = available_bytes()
+    available = available_bytes(device)
     if available is None or needed <= MAX_SHARE * available:
         return
     raise UsageError(
@@ -48,11 +49,14 @@ def tensor_bytes(model: nn.Module) -> int:
     return sum(seen.values())
 
 
-def available_bytes() -> int | None:
-    """MemAvailable from /proc/meminfo (what can be allocated without swapping), else None (not Linux)."""
+def available_bytes(device=None) -> int | None:
+    """Free memory of a CUDA ``device`` (``torch.cuda.mem_get_info``), else MemAvailable from /proc/meminfo
+    (what can be allocated without swapping); None where neither says."""
     override = os.environ.get("MODSCOPE_AVAILABLE_MEMORY_BYTES")
     if override is not None and override.isdigit():
         return int(override)
+    if device is not None and torch.device(device).type == "cuda":
+        return torch.cuda.mem_get_info(torch.device(device))[0]
     try:
         with open("/proc/meminfo") as f:
             for line in f:

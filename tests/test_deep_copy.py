@@ -69,3 +69,23 @@ def test_the_fast_copy_equals_deepcopy_and_shares_nothing_mutable():
 def test_a_module_with_its_own_deepcopy_is_copied_by_it():
     model = nn.Sequential(OwnDeepcopy())
     assert deep_copy(model)[0].copies == 1
+
+
+class OwnSetstate(nn.Module):
+    """A ``__setstate__`` of its own that fills in what an old pickle lacks, as ``Conv2d``'s does."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(2, 2)
+        self.mode = "new"
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self.restored = getattr(self, "restored", 0) + 1
+
+
+def test_a_module_with_its_own_setstate_gets_it_called_as_deepcopy_calls_it():
+    model = nn.Sequential(OwnSetstate(), nn.Conv2d(2, 3, 3))
+    fast, slow = deep_copy(model), copy.deepcopy(model)
+    assert _state(fast) == _state(slow) and fast[0].restored == slow[0].restored == 1
+    assert fast[1].weight is not model[1].weight and torch.equal(fast[1].weight, model[1].weight)

@@ -116,3 +116,4 @@ def test_stand_ins_run_no_cpu_kernel_for_big_ops(monkeypatch):
     model = nn.Sequential(nn.Linear(2048, 2048), nn.ReLU())
     modscope.summary(model, inputs=torch.randn(512, 2048), device="meta")
     assert calls == []
+

@@ -175,3 +175,93 @@ def test_python_and_numpy_generators_carry_between_carried_passes_and_are_put_ba
     assert random.getstate() == python_state
     after = np.random.get_state()
     assert after[0] == numpy_state[0] and np.array_equal(after[1], numpy_state[1]) and after[2:] == numpy_state[2:]
+
+
+# --- copy on write: big weights are copied only when an op writes them (collect/write_guard.py) ---
+
+
+class BigWrites(nn.Module):
+    """Weights over the eager-copy size, written in place in the ways a forward can reach them."""
+
+    def __init__(self, how: str):
+        super().__init__()
+        self.how = how
+        self.fc = nn.Linear(128, 256)  # a 128 KiB weight: deferred
+        self.untouched = nn.Linear(256, 128)
+        self.emb = nn.Embedding(512, 64, max_norm=0.5)
+        self.table = torch.randn(256, 128)  # a plain tensor attribute, deferred too
+
+    def forward(self, x):
+        w = self.fc.weight
+        if self.how == "through_data":
+            w.data.mul_(2)
+        elif self.how == "view":
+            with torch.no_grad():
+                w[0].add_(1)
+        elif self.how == "out":
+            torch.add(w.detach(), 1, out=w.data)
+        elif self.how == "init":
+            nn.init.normal_(w)
+        elif self.how == "set":
+            w.data.set_(torch.zeros(256, 128).untyped_storage())
+        elif self.how == "attribute":
+            self.table.zero_()
+        elif self.how == "renorm":  # Embedding(max_norm=...) renormalises the rows it looks up, in place
+            x = x + self.emb(torch.arange(8)).sum()
+        return self.untouched(self.fc(x))
+
+
+BIG_WRITES = ("through_data", "view", "out", "init", "set", "attribute", "renorm")
+
+
+@pytest.mark.parametrize("how", BIG_WRITES)
+def test_copy_on_write_puts_back_big_weights_written_in_place(how):
+    model = BigWrites(how)
+    before = snapshot(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StateNotRestoredWarning)
+        with preserved_state(model, copy_on_write=True):
+            model(torch.randn(2, 128))
+        modscope.summary(model, inputs=torch.randn(2, 128))
+    assert_unchanged(model, before)  # parameters, buffers and tensor attributes, by value
+
+
+def test_copy_on_write_copies_no_big_weight_a_pass_only_reads(monkeypatch):
+    from modscope.collect import hooks
+
+    copied = []
+    real_copy = hooks._copy
+    monkeypatch.setattr(hooks, "_copy", lambda data: copied.append(data.numel()) or real_copy(data))
+    model = BigWrites("none")
+    with preserved_state(model, copy_on_write=True):
+        model(torch.randn(2, 128))
+    assert copied and max(copied) <= hooks.EAGER_COPY_MAX_BYTES // 4  # only biases and other small tensors
+    copied.clear()
+    model.how = "through_data"
+    with preserved_state(model, copy_on_write=True):
+        model(torch.randn(2, 128))
+    assert copied.count(256 * 128) == 1  # the written weight, not the untouched one
+    copied.clear()
+    with preserved_state(model):  # without copy_on_write every weight is copied on entry
+        pass
+    assert copied.count(256 * 128) == 4  # both weights, the embedding and the table (32768 elements each)
+
+
+def test_copy_on_write_still_copies_buffers_that_batch_norm_updates_without_saying_so():
+    # native_batch_norm's schema does not mark its running statistics as written: buffers are copied on entry
+    model = nn.Sequential(nn.Linear(8, 20000), nn.BatchNorm1d(20000)).train()
+    before = snapshot(model)
+    with preserved_state(model, copy_on_write=True):
+        model(torch.randn(4, 8))
+        assert not torch.equal(model[1].running_mean, torch.zeros(20000))  # the pass did update them
+    assert_unchanged(model, before)
+
+
+@pytest.mark.parametrize("flops", [True, False], ids=["flop_counter_watches", "own_mode"])
+def test_the_recorded_pass_guards_writes_with_or_without_the_flop_counter(flops):
+    model = BigWrites("through_data")
+    before = snapshot(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StateNotRestoredWarning)
+        modscope.summary(model, inputs=torch.randn(2, 128), flops=flops, memory=False)
+    assert_unchanged(model, before)

@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 from torch.nn.parameter import is_lazy
 
+from modscope.collect.write_guard import guarding, storage_key
 from modscope.core.walk import visits
 
 _HOOK_TABLES = (
@@ -37,6 +38,8 @@ _MISSING = object()
 #: ids of the modules under a ``preserved_state(carry=True)``: passes inside see each other's changes.
 _CARRYING: contextvars.ContextVar[frozenset] = contextvars.ContextVar("modscope_carrying", default=frozenset())
 _SAME_SIZE_INT = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+#: with ``copy_on_write``, parameters and tensor attributes up to this size are still copied on entry
+EAGER_COPY_MAX_BYTES = 1 << 16
 
 
 class StateNotRestoredWarning(UserWarning):
@@ -55,6 +58,7 @@ class _TensorState:
     data: torch.Tensor | None = None  # its own storage, shape and strides at entry (None: lazy)
     place: tuple | None = None  # (data_ptr, shape, strides, offset) of ``data``, to see it replaced
     value: torch.Tensor | None = None  # a copy of its values (plain dense tensors), compared on exit
+    deferred: bool = False  # its copy is made by the write guard, before the first op that writes it
 
 
 @dataclass
@@ -69,7 +73,13 @@ class _Attributes:
 
 @contextlib.contextmanager
 def preserved_state(
-    model: nn.Module, *, rng_devices: tuple = (), modules: list[nn.Module] | None = None, carry: bool = False
+    model: nn.Module,
+    *,
+    rng_devices: tuple = (),
+    modules: list[nn.Module] | None = None,
+    carry: bool = False,
+    copy_on_write: bool = False,
+    ops_watched: bool = False,
 ) -> Iterator[nn.Module]:
     """Restore modes, requires_grad, .grad, devices/dtypes, tensor values, attributes, RNG state and hook
     tables on exit.
@@ -83,6 +93,11 @@ def preserved_state(
     are restored (with numpy's and Python's global generators: ``preserved_rng``), plus those of ``rng_devices`` (for an analysis that moves the model to a GPU), so dropout in
     an analysed forward pass does not shift the user's random stream. ``modules``: every module of ``model``
     once, when the caller has already walked it.
+
+    ``copy_on_write=True``: parameters and plain tensor attributes over ``EAGER_COPY_MAX_BYTES`` are copied
+    only when an op first writes them (``modscope.collect.write_guard``; a pass that writes none copies
+    nothing), buffers and small tensors on entry as always. ``ops_watched``: a dispatch mode of the caller's
+    hands every op of the block to the guard (``write_guard.current()``), so the guard needs no mode of its own.
 
     ``carry=True``: the passes run inside leave values and attributes to each other (a second call sees a
     counter the first one advanced: how ``assert_deterministic`` finds a stateful forward); this one puts
@@ -102,22 +117,23 @@ def preserved_state(
     hook_keys = [(m, name, set(getattr(m, name, {}).keys())) for m in modules for name in _HOOK_TABLES]
     attributes = [] if inner else [a for a in map(_attributes_of, modules) if a is not None]
     tensors: dict[int, _TensorState] = {}
+    lazy = copy_on_write and not inner
     for m in modules:
         kind = type(m).__name__
-        for table in (m._parameters, m._buffers):
+        for table, deferred in ((m._parameters, lazy), (m._buffers, False)):
             for key, t in table.items():
                 if t is not None and id(t) not in tensors:
-                    tensors[id(t)] = _snapshot(t, f"{kind}.{key}", values=not inner)
+                    tensors[id(t)] = _snapshot(t, f"{kind}.{key}", values=not inner, defer=deferred)
     for a in attributes:
         for key, t in _attribute_tensors(a):
             if id(t) not in tensors:
-                tensors[id(t)] = _snapshot(t, f"{type(a.module).__name__}.{key}")
+                tensors[id(t)] = _snapshot(t, f"{type(a.module).__name__}.{key}", defer=lazy)
     cuda = {torch.device(d) for d in rng_devices} | {s.device for s in tensors.values()}
     cuda_indices = sorted({d.index or 0 for d in cuda if d.type == "cuda"})
     try:
         # inside a carrying state Python's and numpy's generators carry too: a forward drawing from unseeded
         # ``random`` differs run to run, as it would for the user
-        with preserved_rng(cuda_indices, host=not inner):
+        with preserved_rng(cuda_indices, host=not inner), _write_guard(tensors.values(), ops_watched):
             yield model
     finally:
         if token is not None:
@@ -207,7 +223,8 @@ def _holds_tensors(items) -> bool:
     return any(isinstance(item, torch.Tensor) for item in items)
 
 
-def _snapshot(t: torch.Tensor, where: str, values: bool = True) -> _TensorState:
+def _snapshot(t: torch.Tensor, where: str, values: bool = True, defer: bool = False) -> _TensorState:
+    """``defer``: a big tensor's values are copied by the write guard, when an op first writes it."""
     leaf = t.is_leaf
     grad = t.grad if leaf else None  # .grad of a non-leaf (an attribute holding an activation) only warns
     lazy = is_lazy(t)  # an uninitialized parameter refuses most calls, and holds nothing to lose
@@ -217,8 +234,32 @@ def _snapshot(t: torch.Tensor, where: str, values: bool = True) -> _TensorState:
         state.data = t.data
         state.place = _place(state.data)
         if values and _copyable(state.data):
-            state.value = _copy(state.data)
+            if defer and state.data.untyped_storage().nbytes() > EAGER_COPY_MAX_BYTES:
+                state.deferred = True
+            else:
+                state.value = _copy(state.data)
     return state
+
+
+@contextlib.contextmanager
+def _write_guard(states, watched: bool) -> Iterator[None]:
+    """Copy the deferred tensors among ``states`` when an op first writes their storage (no guard when none)."""
+    by_storage: dict[int, list[_TensorState]] = {}
+    for state in states:
+        if state.deferred:
+            key = storage_key(state.data)
+            if key is not None:
+                by_storage.setdefault(key, []).append(state)
+    if not by_storage:
+        yield
+        return
+
+    def copy(key: int) -> None:
+        for state in by_storage[key]:
+            state.value = _copy(state.data)
+
+    with guarding(set(by_storage), copy, watched=watched):
+        yield
 
 
 def _copyable(data: torch.Tensor) -> bool:

@@ -125,14 +125,15 @@ _TABLES = ("_parameters", "_buffers", "_modules")
 
 @functools.lru_cache(maxsize=1024)
 def _plain_pickling(cls: type) -> bool:
-    """Does ``copy.deepcopy`` of an instance of ``cls`` reduce to: a new object, then ``Module.__setstate__`` of
-    its deep-copied ``__dict__``? (No ``__deepcopy__``, reduction, state hooks or slots of its own.)"""
+    """Does ``copy.deepcopy`` of an instance of ``cls`` reduce to: a new object, then its class's ``__setstate__``
+    of its deep-copied ``__dict__``? (No ``__deepcopy__``, reduction, ``__getstate__`` or slots of its own; a
+    ``__setstate__`` of its own, such as ``Conv2d``'s, is called by both routes with the same state.)"""
     return (
         getattr(cls, "__deepcopy__", None) is None
         and cls.__reduce_ex__ is object.__reduce_ex__
         and cls.__reduce__ is object.__reduce__
         and getattr(cls, "__getstate__", None) is getattr(nn.Module, "__getstate__", None)
-        and cls.__setstate__ is nn.Module.__setstate__
+        and callable(getattr(cls, "__setstate__", None))
         and not any("__slots__" in vars(k) for k in cls.__mro__ if k is not object)
     )
 

@@ -29,6 +29,7 @@ from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
 from modscope.collect.forward.meta_cache import MetaResultCache, can_cache
+from modscope.collect import write_guard
 from modscope.collect.forward.meta_stand_ins import can_stand_in, can_stand_in_place, compute, in_place_on_cpu
 
 #: False on a torch whose FlopCounterMode routes counting differently; reports then say "unknown".
@@ -149,6 +150,8 @@ if _Inner is not None:
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             counter = self.counter
+            if counter.guard is not None:  # preserved_state's copy-on-write watches writes through this mode
+                counter.guard.before(func, args, kwargs)
             op = counter.ops.get(id(func))
             if op is None:
                 op = counter.learn(func)
@@ -195,8 +198,13 @@ class FlopCounter(FlopCounterMode):
         self.meta_cache: MetaResultCache | None = None
         self.uncounted: Counter = Counter()  # ops that reached _count_flops (the stock mode's route)
         self.listing = True
+        self.guard = None  # the write guard of the pass (``watches_writes``), found on entry
         if hasattr(self, "mod_tracker"):
             self.mod_tracker = _Tracker()
+
+    #: does the counter hand every op to the write guard of the ``preserved_state`` it runs in? (Not on a torch
+    #: without ``_FlopCounterMode``, where the stock mode dispatches: the guard then pushes a mode of its own.)
+    watches_writes = _Inner is not None
 
     def __enter__(self):
         self.uncounted.clear()
@@ -206,9 +214,14 @@ class FlopCounter(FlopCounterMode):
         self.flop_counts.clear()
         self.meta_cache = MetaResultCache() if self.reuse_meta else None
         self.mod_tracker.__enter__()
+        self.guard = write_guard.current()
         self.mode = _Dispatch(self)
         self.mode.__enter__()
         return self
+
+    def __exit__(self, *exc):
+        self.guard = None
+        return super().__exit__(*exc)
 
     def learn(self, func) -> _Op:
         packet = getattr(func, "_overloadpacket", None)

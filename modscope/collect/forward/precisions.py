@@ -56,7 +56,11 @@ def precision_rows(
 
 
 def _bytes(tensors: list[TensorInfo], dtype: str) -> int:
-    return sum(_scaled({t.dtype: t.bytes or 0}, dtype) for t in tensors)
+    """Scaled once per dtype (a tensor's bytes are a multiple of its element size, so the sum is exact)."""
+    by_dtype: dict[str, int] = {}
+    for t in tensors:
+        by_dtype[t.dtype] = by_dtype.get(t.dtype, 0) + (t.bytes or 0)
+    return _scaled(by_dtype, dtype)
 
 
 def _scaled(by_dtype: dict[str, int], target: str) -> int:

@@ -18,7 +18,7 @@ import torch.nn as nn
 from modscope.collect.forward.flops import FlopCounter
 from modscope.collect.forward.meta_stand_ins import MetaResultMode
 from modscope.collect.forward.structure import describe, iter_tensors, storage_bytes, storage_key
-from modscope.collect.hooks import module_hooks, preserved_state
+from modscope.collect.hooks import module_hooks, preserved_rng, preserved_state
 from modscope.collect.recursion import recursion_room
 from modscope.collect.static.tensors import dtype_name
 from modscope.core.walk import set_training, visits
@@ -216,6 +216,7 @@ def run_pass(
     peak: bool = True,
     reuse_meta: bool = False,
     extra: Callable[[FlopCounter | None], contextlib.AbstractContextManager] | None = None,
+    throwaway: bool = False,
 ) -> PassResult:
     """Call ``model`` once on ``inputs`` and record what every module did; never raises for the model's errors.
 
@@ -226,6 +227,8 @@ def run_pass(
     small pointwise/norm ops from CPU stand-ins (``meta_stand_ins``), in the FlopCounter's dispatch mode or,
     without FLOPs, in a ``MetaResultMode``, which leaves ``torch.cond`` alone (a FlopCounterMode runs both
     branches). Passes without FLOPs and without ``reuse_meta`` run no mode at all.
+    ``throwaway``: ``model`` is modscope's own copy, used for this pass only: its state is not put back (the
+    random generators still are).
     """
     visited = visits(model)
     firsts = [(v.name, v.module) for v in visited if v.first]
@@ -234,8 +237,15 @@ def run_pass(
     recorder = _Recorder([name for name, _ in firsts], counter, peak)
     output, error = None, None
     with contextlib.ExitStack() as stack:
-        # preserved_state also forks the RNG: dropout leaves the user's stream alone
-        stack.enter_context(preserved_state(model, modules=[m for _, m in firsts]))
+        # preserved_state also forks the RNG: dropout leaves the user's stream alone; weights are copied only
+        # if an op writes them (a pass that reads its weights, as nearly all do, copies none)
+        if throwaway:
+            stack.enter_context(preserved_rng())
+        else:
+            stack.enter_context(preserved_state(
+                model, modules=[m for _, m in firsts], copy_on_write=True,
+                ops_watched=counter is not None and counter.watches_writes,
+            ))
         set_training(model, training, tree=[m for _, m in firsts])
         stack.enter_context(torch.set_grad_enabled(grad))
         if record:

@@ -1,0 +1,199 @@
+"""The training memory estimate of a CPU model is measured on a data-free meta twin: it must equal what the
+same training pass measures on the model itself, on every bundled example and every real zoo model, and the
+twin must stand aside (the model itself is measured) wherever it cannot imitate CPU."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import modscope
+from modscope.api import forward as forward_api
+from tests.contract import assert_unchanged, snapshot
+
+
+def _with_and_without_twin(model, inputs, monkeypatch):
+    """(memory estimate and unused parameters with the twin, the same measured on the model, twin used?)"""
+    used = []
+    make = forward_api._Runner.twin_for_saved
+
+    def spy(self):
+        twin = make(self)
+        if twin is not None:
+            original = twin.measure_saved
+
+            def measure(**kwargs):
+                got = original(**kwargs)
+                used.append(got[0] is not None)
+                return got
+
+            twin.measure_saved = measure
+        return twin
+
+    monkeypatch.setattr(forward_api._Runner, "twin_for_saved", spy)
+    before = snapshot(model)
+    fast = modscope.summary(model, inputs=inputs).forward
+    assert_unchanged(model, before)
+    monkeypatch.setattr(forward_api._Runner, "twin_for_saved", lambda self: None)
+    real = modscope.summary(model, inputs=inputs).forward
+    return (fast.memory, fast.unused_parameters), (real.memory, real.unused_parameters), any(used)
+
+
+def _example_ids():
+    from examples.catalog import EXAMPLES
+
+    return [e.name for e in EXAMPLES]
+
+
+# Examples whose Python control flow reads values (a while loop on a norm): the twin fails, the model is measured
+DATA_DEPENDENT = {"fixed_hidden_mlp", "chimera"}
+
+
+@pytest.mark.parametrize("name", _example_ids())
+def test_every_example_gets_the_same_estimate_from_the_twin(name, monkeypatch):
+    from examples.catalog import get
+    from modscope.load.inputs import build_inputs
+
+    example = get(name)
+    if "needs_torchvision" in example.notes:
+        pytest.importorskip("torchvision")
+    model = example.build()
+    inputs = build_inputs(example.inputs, [f"{k}={v}" for k, v in example.kwargs])
+    fast, real, used = _with_and_without_twin(model, inputs, monkeypatch)
+    assert fast == real
+    assert used == (name not in DATA_DEPENDENT and "data_dependent" not in example.notes), "twin used?"
+
+
+def _zoo():
+    from tests.real_zoo import ZOO
+
+    return ZOO
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("entry", _zoo(), ids=lambda e: e.name)
+def test_every_real_zoo_model_gets_the_same_estimate_from_the_twin(entry, monkeypatch):
+    if entry.family == "timm":
+        pytest.importorskip("timm")
+    if entry.family == "hf":
+        pytest.importorskip("transformers")
+    model, inputs = entry.build()
+    fast, real, _ = _with_and_without_twin(model, inputs, monkeypatch)
+    assert fast == real
+
+
+class Attention(nn.Module):
+    def __init__(self, **options):
+        super().__init__()
+        self.qkv = nn.Linear(32, 96)
+        self.options = options
+
+    def forward(self, x, mask=None):
+        q, k, v = self.qkv(x).view(x.shape[0], x.shape[1], 3, 4, 8).permute(2, 0, 3, 1, 4)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, **self.options)
+
+
+ATTENTION = [
+    ({}, None),
+    ({"is_causal": True}, None),
+    ({}, torch.rand(16, 16) > 0.3),  # a boolean mask, which CPU turns into an additive one
+    ({}, torch.randn(1, 1, 16, 16)),
+    ({"dropout_p": 0.1}, None),
+]
+
+
+@pytest.mark.parametrize("options, mask", ATTENTION, ids=["plain", "causal", "bool_mask", "float_mask", "dropout"])
+def test_attention_takes_cpus_kernel_on_the_twin(options, mask, monkeypatch):
+    # CPU runs flash attention (saves the output and a log-sum-exp), meta the math path (the attention matrix):
+    # without imitating CPU's choice the twin's estimate would be 2-3x the real one
+    inputs = (torch.randn(2, 16, 32),) if mask is None else (torch.randn(2, 16, 32), mask)
+    fast, real, used = _with_and_without_twin(Attention(**options), inputs, monkeypatch)
+    assert used and fast == real
+
+
+@pytest.mark.parametrize("layer", [nn.LSTM(8, 16, 2), nn.GRU(8, 16), nn.RNN(8, 16)], ids=["lstm", "gru", "rnn"])
+def test_recurrent_layers_are_measured_on_the_model_itself(layer, monkeypatch):
+    # CPU's oneDNN kernels save a workspace that meta's per-step cells do not: the twin refuses, so both agree
+    fast, real, used = _with_and_without_twin(layer, (torch.randn(5, 3, 8),), monkeypatch)
+    assert not used and fast == real
+
+
+def test_the_attention_kernels_are_gone_after_the_pass():
+    q = torch.randn(1, 2, 8, 4, device="meta", requires_grad=True)
+    modscope.summary(Attention(), inputs=torch.randn(2, 16, 32))
+    assert "Flash" not in type(F.scaled_dot_product_attention(q, q, q).grad_fn).__name__  # meta's own math path
+
+
+def _saved_and_shape(module, *tensors):
+    from modscope.collect.forward.memory import SavedTensors
+
+    saved = SavedTensors(module)
+    with saved.hooks():
+        out = module(*tensors)
+    return dict(saved.by_dtype), tuple(out.shape), out.stride()
+
+
+class _Sdpa(nn.Module):
+    def __init__(self, **options):
+        super().__init__()
+        self.options = options
+
+    def forward(self, q, k, v, mask=None):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, **self.options)
+
+
+def test_the_imitated_attention_saves_what_cpu_saves_across_its_options():
+    import itertools
+
+    from modscope.collect.forward.cpu_choices import CpuChoices
+
+    compared = 0
+    grid = itertools.product(
+        [torch.float32, torch.bfloat16], [(2, 4, 16, 8), (1, 4, 7, 64), (4, 16, 32)], [None, 2], [None, "bool", "float"],
+        [False, True], [0.0, 0.1], [False, True], [False, True],
+    )
+    for dtype, shape, kv_heads, mask_kind, causal, dropout, gqa, transposed in grid:
+        if (kv_heads and len(shape) != 4) or (mask_kind and causal):
+            continue
+        g = torch.Generator().manual_seed(0)
+        q = torch.randn(*shape, dtype=dtype, generator=g)
+        if transposed and len(shape) == 4:  # heads and sequence swapped in memory, as after a view + transpose
+            q = torch.randn(shape[0], shape[2], shape[1], shape[3], dtype=dtype, generator=g).transpose(1, 2)
+        kv_shape = (shape[0], kv_heads, *shape[2:]) if kv_heads else shape
+        k, v = torch.randn(*kv_shape, dtype=dtype, generator=g), torch.randn(*kv_shape, dtype=dtype, generator=g)
+        length = shape[-2]
+        mask = {None: None, "bool": torch.rand(length, length, generator=g) > 0.3,
+                "float": torch.randn(length, length, dtype=dtype, generator=g)}[mask_kind]
+        tensors = [t.requires_grad_() for t in (q, k, v)] + ([mask] if mask is not None else [])
+        module = _Sdpa(is_causal=causal, dropout_p=dropout, enable_gqa=gqa)
+        try:
+            on_cpu = _saved_and_shape(module, *tensors)
+        except RuntimeError as exc:  # a combination torch refuses on CPU
+            on_cpu = type(exc)
+        metas = [t.detach().to("meta").requires_grad_(t.requires_grad) for t in tensors]
+        with CpuChoices() as choices:
+            try:
+                on_twin = _saved_and_shape(module, *metas)
+            except RuntimeError as exc:
+                on_twin = type(exc)
+        if choices.unsure is None:  # where the twin does not refuse, it saves what CPU saves
+            assert on_twin == on_cpu, (dtype, shape, kv_heads, mask_kind, causal, dropout, gqa, transposed)
+            compared += 1
+    assert compared > 250  # most combinations are imitated (3-d calls are refused)
+
+
+def test_a_masked_write_refuses_the_twin(monkeypatch):
+    class SpecAugmentLike(nn.Module):  # wav2vec2 writes an embedding into the positions of a random mask
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(8, 8)
+            self.masked = nn.Parameter(torch.randn(8))
+
+        def forward(self, x):
+            h = self.fc(x)
+            h[torch.tensor([[True, False, True, False]])] = self.masked
+            return h
+
+    fast, real, used = _with_and_without_twin(SpecAugmentLike(), (torch.randn(1, 4, 8),), monkeypatch)
+    assert not used and fast == real

@@ -3,6 +3,8 @@ same training pass measures on the model itself, on every bundled example and ev
 twin must stand aside (the model itself is measured) wherever it cannot imitate CPU."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn as nn
@@ -32,12 +34,17 @@ def _with_and_without_twin(model, inputs, monkeypatch):
         return twin
 
     monkeypatch.setattr(forward_api._Runner, "twin_for_saved", spy)
+    monkeypatch.setenv(forward_api.TWIN_ENV, "always")  # small test models would otherwise be measured for real
     before = snapshot(model)
     fast = modscope.summary(model, inputs=inputs).forward
     assert_unchanged(model, before)
-    monkeypatch.setattr(forward_api._Runner, "twin_for_saved", lambda self: None)
+    monkeypatch.setenv(forward_api.TWIN_ENV, "off")
     real = modscope.summary(model, inputs=inputs).forward
-    return (fast.memory, fast.unused_parameters), (real.memory, real.unused_parameters), any(used)
+    memory = fast.memory
+    if memory is not None:  # the one difference: the twin's estimate says where it was measured
+        assert (forward_api.TWIN_NOTE in memory.assumptions) == any(used)
+        memory = dataclasses.replace(memory, assumptions=tuple(a for a in memory.assumptions if a != forward_api.TWIN_NOTE))
+    return (memory, fast.unused_parameters), (real.memory, real.unused_parameters), any(used)
 
 
 def _example_ids():
@@ -197,3 +204,35 @@ def test_a_masked_write_refuses_the_twin(monkeypatch):
 
     fast, real, used = _with_and_without_twin(SpecAugmentLike(), (torch.randn(1, 4, 8),), monkeypatch)
     assert not used and fast == real
+
+
+def test_the_report_says_where_training_activations_were_measured(monkeypatch):
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+    monkeypatch.setenv(forward_api.TWIN_ENV, "always")
+    twin = modscope.summary(model, inputs=torch.randn(4, 8)).forward.memory
+    assert forward_api.TWIN_NOTE in twin.assumptions
+    monkeypatch.setenv(forward_api.TWIN_ENV, "off")
+    real = modscope.summary(model, inputs=torch.randn(4, 8)).forward.memory
+    assert forward_api.TWIN_NOTE not in real.assumptions and real.activations == twin.activations
+
+
+def test_deterministic_algorithms_measure_on_the_model_itself(monkeypatch):
+    # torch's Python takes another interpolation kernel off CPU under deterministic algorithms (meta is off CPU)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Upsample(scale_factor=2, mode="bilinear"))
+    torch.use_deterministic_algorithms(True)
+    try:
+        fast, real, used = _with_and_without_twin(model, (torch.randn(1, 3, 16, 16),), monkeypatch)
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert not used and fast == real
+
+
+def test_the_twin_is_chosen_where_it_costs_less(monkeypatch):
+    # by the recorded pass's FLOPs per module call: a tiny MLP is measured for real, a wide one on the twin
+    def twin_used(width: int) -> bool:
+        model = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, width))
+        return forward_api.TWIN_NOTE in modscope.summary(model, inputs=torch.randn(8, width)).forward.memory.assumptions
+
+    assert not twin_used(16) and twin_used(1024)  # 2*8*16*16 FLOPs a Linear call vs 2*8*1024*1024
+    monkeypatch.setenv(forward_api.TWIN_ENV, "off")
+    assert not twin_used(1024)

@@ -160,3 +160,44 @@ def test_layer_norm_rule_leaves_other_calls_to_the_meta_kernel():
     assert meta_rules.layer_norm_result((meta(2, 8, dtype=torch.bfloat16), [8], None, None, 1e-5)) is None
     assert meta_rules.layer_norm_result((meta(2, 8), [8], meta(8, dtype=torch.float64), None, 1e-5)) is None
     assert meta_rules.layer_norm_result((meta(2, 8), [4], None, None, 1e-5)) is None
+
+
+def test_convolution_results_follow_the_cpu_kernel():
+    answered = refused = 0
+    g = torch.Generator().manual_seed(0)
+    for dims, transposed, stride, padding, dilation, groups, dtype, bias in itertools.product(
+        (1, 2, 3), (False, True), (1, 2), (0, 1, 3), (1, 2), (1, 2), (torch.float32, torch.float64), (False, True)
+    ):
+        channels_in, channels_out, size, kernel = 4, 6, 7, 3
+        x = torch.rand((2, channels_in, *(size,) * dims), dtype=dtype, generator=g)
+        shape = (channels_in, channels_out // groups) if transposed else (channels_out, channels_in // groups)
+        w = torch.rand((*shape, *(kernel,) * dims), dtype=dtype, generator=g)
+        b = torch.rand(channels_out, dtype=dtype, generator=g) if bias else None
+        for output_padding in ((0,), (1,)) if transposed else ((0,),):
+            args = (x, w, b, [stride] * dims, [padding] * dims, [dilation] * dims, transposed, list(output_padding) * dims,
+                    groups)
+            try:
+                real = aten.convolution.default(*args)
+            except RuntimeError:  # e.g. an output padding CPU refuses: the rule must not answer either
+                assert meta_rules.convolution_result(_on_meta(args)) is None
+                refused += 1
+                continue
+            ruled = meta_rules.convolution_result(_on_meta(args))
+            if dims == 3 and transposed:  # left to the meta kernel (see the rule)
+                assert ruled is None
+                continue
+            assert ruled is not None, args[3:]
+            assert metadata(ruled)[0][1:] == metadata(real)[0][1:], args[3:]
+            answered += 1
+    assert answered > 300 and refused > 10
+
+
+def test_convolution_rule_leaves_other_layouts_and_bad_calls_to_the_meta_kernel():
+    x, w = meta(1, 4, 8, 8), meta(6, 4, 3, 3)
+    ok = (x, w, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1)
+    assert meta_rules.convolution_result(ok) is not None
+    channels_last = x.to(memory_format=torch.channels_last)  # CPU keeps channels-last: not imitated
+    assert meta_rules.convolution_result((channels_last, *ok[1:])) is None
+    assert meta_rules.convolution_result((meta(1, 5, 8, 8), *ok[1:])) is None  # channels do not match
+    assert meta_rules.convolution_result((meta(1, 4, 2, 2), *ok[1:])) is None  # kernel larger than the input
+    assert meta_rules.convolution_result((x, meta(6, 4, 3, 3, dtype=torch.float64), *ok[2:])) is None

@@ -11,6 +11,7 @@ tensors (see ``modscope.collect.forward.meta``).
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import replace
 from typing import Any
 
@@ -53,6 +54,15 @@ from modscope.reports import TensorInfo
 from modscope.reports.forward import Fallback, ForwardReport
 
 MAX_FALLBACKS = 16
+#: "off": measure a CPU model's training activations on the model itself, never on a meta twin; "always": on
+#: the twin wherever it can stand in; "auto" (default): on the twin where it costs less (``_twin_pays``)
+TWIN_ENV = "MODSCOPE_MEMORY_TWIN"
+#: the twin is chosen when the recorded pass did at least this many FLOPs per module call
+TWIN_MIN_FLOPS_PER_CALL = 1_000_000
+TWIN_NOTE = (
+    "training activations measured on a data-free meta copy of the model, which saves the same tensors as a "
+    f"CPU pass without computing them (CPU's attention kernel imitated; {TWIN_ENV}=off measures the model itself)"
+)
 
 
 def check_device(device: str | torch.device | None) -> str | None:
@@ -122,12 +132,12 @@ def analyse_forward(
             if saved is not None:
                 measured, output, note = saved, result.output, None
             else:
-                twin = runner.twin_for_saved() if run_device == "cpu" else None
+                twin = runner.twin_for_saved() if run_device == "cpu" and _twin_pays(result) else None
                 measured, output, note = (twin or runner).measure_saved(training_only=twin is not None)
                 if twin is not None and measured is None:  # the twin could not stand in: measure for real
                     measured, output, note = runner.measure_saved()
                 elif twin is not None:
-                    measurer = twin
+                    measurer, note = twin, TWIN_NOTE
             nodes = graph_nodes(output) if output is not None else []
             if output is not None:
                 unused = measurer.unused_parameters(nodes)
@@ -280,6 +290,10 @@ class _Runner:
         kernel imitated (``cpu_choices``). None where a twin cannot be made: TorchScript, lazy modules."""
         if self.on_meta or not self.hookable or self.lazy_shapes or _has_lazy(self.model):
             return None
+        if _twin_setting() == "off":
+            return None
+        if torch.are_deterministic_algorithms_enabled():  # torch's Python picks other kernels off CPU then
+            return None  # (F.interpolate's decomposition, whose backward saves other tensors)
         try:
             model = meta_copy(self.model)
         except Exception:  # noqa: BLE001 - the user's objects may refuse to be copied; measure for real then
@@ -320,6 +334,25 @@ class _Runner:
         if self.fallbacks:
             return None
         return tuple(unused_parameters(self.model, reached_parameters(nodes)))
+
+
+def _twin_setting() -> str:
+    value = os.environ.get(TWIN_ENV, "auto").strip().lower()
+    return {"0": "off", "no": "off", "false": "off", "1": "always", "on": "always", "yes": "always"}.get(value, value)
+
+
+def _twin_pays(result: PassResult) -> bool:
+    """Is the twin the cheaper way to measure training activations? A real CPU training pass costs about its
+    arithmetic, the twin about a fixed ~50 us per op (torch's meta kernels are Python): with under a MFLOP
+    per module call (a small model, small inputs), computing for real is faster. Decided on the recorded
+    pass's FLOPs, so the same model and inputs always take the same way (both give the same numbers)."""
+    setting = _twin_setting()
+    if setting in ("off", "always"):
+        return setting == "always"
+    if result.flops_total is None:  # --no-flops: nothing to go by; the twin never computes, so it cannot be slow
+        return True
+    calls = sum(m.calls for m in result.modules) or 1
+    return result.flops_total >= TWIN_MIN_FLOPS_PER_CALL * calls
 
 
 def _placed(model: nn.Module, device: str | None, stack: contextlib.ExitStack, notes: list[str]):

@@ -35,11 +35,10 @@ _HOOK_TABLES = (
 #: What nn.Module.__init__ puts in every module's __dict__: restored by their own rules, not as attributes.
 _MODULE_OWN = frozenset(vars(nn.Module()))
 _MISSING = object()
+_NO_KEYS: frozenset = frozenset()
 #: ids of the modules under a ``preserved_state(carry=True)``: passes inside see each other's changes.
 _CARRYING: contextvars.ContextVar[frozenset] = contextvars.ContextVar("modscope_carrying", default=frozenset())
 _SAME_SIZE_INT = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
-#: with ``copy_on_write``, parameters and tensor attributes up to this size are still copied on entry
-EAGER_COPY_MAX_BYTES = 1 << 16
 
 
 class StateNotRestoredWarning(UserWarning):
@@ -94,9 +93,9 @@ def preserved_state(
     an analysed forward pass does not shift the user's random stream. ``modules``: every module of ``model``
     once, when the caller has already walked it.
 
-    ``copy_on_write=True``: parameters and plain tensor attributes over ``EAGER_COPY_MAX_BYTES`` are copied
-    only when an op first writes them (``modscope.collect.write_guard``; a pass that writes none copies
-    nothing), buffers and small tensors on entry as always. ``ops_watched``: a dispatch mode of the caller's
+    ``copy_on_write=True``: parameters are copied only when an op first writes them
+    (``modscope.collect.write_guard``; a pass that writes none copies none), buffers and tensor attributes
+    (the state a forward is meant to update) on entry as always. ``ops_watched``: a dispatch mode of the caller's
     hands every op of the block to the guard (``write_guard.current()``), so the guard needs no mode of its own.
 
     ``carry=True``: the passes run inside leave values and attributes to each other (a second call sees a
@@ -114,7 +113,8 @@ def preserved_state(
     # ties between modules survive a move for the pass.
     # (TorchScript modules expose read-through wrappers instead of dicts; .to() keeps their objects.)
     tables = [(t, dict(t)) for m in modules for t in (m._parameters, m._buffers) if isinstance(t, dict)]
-    hook_keys = [(m, name, set(getattr(m, name, {}).keys())) for m in modules for name in _HOOK_TABLES]
+    # the hook tables' keys (most tables are empty: an empty frozenset is shared, not built per table)
+    hook_keys = [(m, name, set(t) if (t := getattr(m, name, None)) else _NO_KEYS) for m in modules for name in _HOOK_TABLES]
     attributes = [] if inner else [a for a in map(_attributes_of, modules) if a is not None]
     tensors: dict[int, _TensorState] = {}
     lazy = copy_on_write and not inner
@@ -127,7 +127,7 @@ def preserved_state(
     for a in attributes:
         for key, t in _attribute_tensors(a):
             if id(t) not in tensors:
-                tensors[id(t)] = _snapshot(t, f"{type(a.module).__name__}.{key}", defer=lazy)
+                tensors[id(t)] = _snapshot(t, f"{type(a.module).__name__}.{key}")
     cuda = {torch.device(d) for d in rng_devices} | {s.device for s in tensors.values()}
     cuda_indices = sorted({d.index or 0 for d in cuda if d.type == "cuda"})
     try:
@@ -148,7 +148,7 @@ def preserved_state(
                 table.update(saved)
         for m, name, keys in hook_keys:
             table = getattr(m, name, None)
-            if table is not None:
+            if table:
                 for key in [k for k in table if k not in keys]:
                     del table[key]
         lost = [state.where for state in tensors.values() if not _restore_tensor(state)]
@@ -224,7 +224,7 @@ def _holds_tensors(items) -> bool:
 
 
 def _snapshot(t: torch.Tensor, where: str, values: bool = True, defer: bool = False) -> _TensorState:
-    """``defer``: a big tensor's values are copied by the write guard, when an op first writes it."""
+    """``defer``: the values are copied by the write guard, when an op first writes them."""
     leaf = t.is_leaf
     grad = t.grad if leaf else None  # .grad of a non-leaf (an attribute holding an activation) only warns
     lazy = is_lazy(t)  # an uninitialized parameter refuses most calls, and holds nothing to lose
@@ -234,7 +234,7 @@ def _snapshot(t: torch.Tensor, where: str, values: bool = True, defer: bool = Fa
         state.data = t.data
         state.place = _place(state.data)
         if values and _copyable(state.data):
-            if defer and state.data.untyped_storage().nbytes() > EAGER_COPY_MAX_BYTES:
+            if defer:
                 state.deferred = True
             else:
                 state.value = _copy(state.data)

@@ -9,9 +9,9 @@ that tensor's values before the op runs, so exit restores it from the copy as be
 
 What a dispatch mode cannot see is not guarded this way: writes behind torch's dispatcher (a compiled
 extension bound with pybind11, a numpy view) and ops whose schema hides a write (``native_batch_norm``
-updates its running statistics without saying so). ``preserved_state`` therefore guards only parameters and
-big plain tensor attributes lazily, and still copies buffers (the state a forward is meant to update) and
-small tensors on entry.
+updates its running statistics without saying so). ``preserved_state`` therefore guards only parameters
+lazily (weights a forward reads), and still copies buffers and tensor attributes (the state a forward is
+meant to update) on entry.
 """
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Results of big meta calls by rule, for the ops whose meta kernels are Python and whose CPU kernels follow
 a simple rule: too big for CPU stand-ins (``meta_stand_ins``), they would otherwise run torch's Python
 decompositions, ~0.1-1 ms a call (a ConvNeXt block's layer norm, GELU and residual add, a ResNet's batch
-norm and ``out += identity``).
+norm and ``out += identity``). Convolutions, which are never stood in on CPU (that would compute them), are
+answered by rule at any size: their meta kernel is Python too.
 
 Each rule answers only where it is exact, and otherwise returns None for the meta kernel to answer: plain
 meta tensors of one full-precision float dtype (float32 or float64; CPU and meta differ in the dtypes they
@@ -28,6 +29,8 @@ def _ops(*names) -> frozenset:
 
 def result(func, args: tuple, kwargs: dict | None):
     """The meta result of a big call by rule, or None."""
+    if func is _CONVOLUTION:
+        return None if kwargs else convolution_result(args)
     if func is _BATCH_NORM:
         return None if kwargs else batch_norm_result(args)
     if func is _LAYER_NORM:
@@ -101,6 +104,53 @@ def _broadcast(shapes: list[tuple]) -> tuple | None:
             return None
         out.append(sizes.pop() if sizes else 1)
     return tuple(out)
+
+
+_CONVOLUTION = getattr(getattr(_aten, "convolution", None), "default", None)
+#: ops with a rule whatever their size (a convolution is never stood in on CPU: that would compute it)
+RULED = frozenset({_CONVOLUTION} - {None})
+
+
+def convolution_result(args: tuple):
+    """``convolution``'s result by shape arithmetic, for a batched float32/float64 input and weight that are
+    both row-major (CPU then answers row-major too; torch's meta kernel for it is Python, ~0.1 ms a call, and
+    gives a row-major result even where CPU keeps channels-last). None for anything CPU would refuse or this
+    rule does not cover: the meta kernel then answers, or raises as CPU would."""
+    if len(args) != 9:
+        return None
+    x, w, b, stride, padding, dilation, transposed, output_padding, groups = args
+    if not (_plain_meta(x) and _plain_meta(w)) or x.dtype not in _FULL_FLOATS or w.dtype != x.dtype:
+        return None
+    if not (_row_major(x) and _row_major(w)) or x.dim() != w.dim() or x.dim() not in (3, 4, 5):
+        return None
+    n = x.dim() - 2
+    numbers = (stride, padding, dilation, output_padding)
+    if not all(isinstance(v, (list, tuple)) and len(v) == n and all(type(i) is int for i in v) for v in numbers):
+        return None
+    if type(groups) is not int or groups < 1 or type(transposed) is not bool or min(x.shape) < 1 or min(w.shape) < 1:
+        return None
+    if min(stride) < 1 or min(dilation) < 1 or min(padding) < 0 or min(output_padding) < 0:
+        return None
+    kernel = w.shape[2:]
+    if transposed:
+        if n == 3:  # CPU's slow_conv_transpose3d can hand back a view of a bigger buffer (what autograd keeps)
+            return None
+        channels_in, channels_out = w.shape[0], w.shape[1] * groups
+        if any(p >= max(s, d) for p, s, d in zip(output_padding, stride, dilation)):
+            return None
+        sizes = [(i - 1) * s - 2 * p + d * (k - 1) + o + 1
+                 for i, s, p, d, k, o in zip(x.shape[2:], stride, padding, dilation, kernel, output_padding)]
+    else:
+        channels_in, channels_out = w.shape[1] * groups, w.shape[0]
+        if channels_out % groups or any(output_padding):
+            return None
+        sizes = [(i + 2 * p - d * (k - 1) - 1) // s + 1
+                 for i, s, p, d, k in zip(x.shape[2:], stride, padding, dilation, kernel)]
+    if x.shape[1] != channels_in or channels_in % groups or min(sizes) < 1:
+        return None
+    if b is not None and (not _plain_meta(b) or b.dtype != x.dtype or tuple(b.shape) != (channels_out,)):
+        return None
+    return torch.empty((x.shape[0], channels_out, *sizes), dtype=x.dtype, device="meta")
 
 
 _LAYER_NORM = getattr(getattr(_aten, "native_layer_norm", None), "default", None)

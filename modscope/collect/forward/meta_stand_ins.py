@@ -193,8 +193,8 @@ def _as_meta(out, stand_ins: dict):
 
 def compute(func, args: tuple, kwargs: dict | None, stand_in: bool):
     """Run one op that missed the cache: on CPU stand-ins when ``stand_in`` allows and that works, else as is."""
-    if stand_in:
-        out = on_cpu(func, args, kwargs)
+    if stand_in or func in meta_rules.RULED:
+        out = on_cpu(func, args, kwargs) if stand_in else None
         if out is None:  # too big for stand-ins (or CPU refused: then no rule answers either)
             out = meta_rules.result(func, args, kwargs)
         if out is not None:

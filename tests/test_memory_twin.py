@@ -43,7 +43,8 @@ def _with_and_without_twin(model, inputs, monkeypatch):
     memory = fast.memory
     if memory is not None:  # the one difference: the twin's estimate says where it was measured
         assert (forward_api.TWIN_NOTE in memory.assumptions) == any(used)
-        memory = dataclasses.replace(memory, assumptions=tuple(a for a in memory.assumptions if a != forward_api.TWIN_NOTE))
+        kept = tuple(a for a in memory.assumptions if a != forward_api.TWIN_NOTE)
+        memory = dataclasses.replace(memory, assumptions=kept)
     return (memory, fast.unused_parameters), (real.memory, real.unused_parameters), any(used)
 
 
@@ -157,7 +158,8 @@ def test_the_imitated_attention_saves_what_cpu_saves_across_its_options():
 
     compared = 0
     grid = itertools.product(
-        [torch.float32, torch.bfloat16], [(2, 4, 16, 8), (1, 4, 7, 64), (4, 16, 32)], [None, 2], [None, "bool", "float"],
+        [torch.float32, torch.bfloat16], [(2, 4, 16, 8), (1, 4, 7, 64), (4, 16, 32)], [None, 2],
+        [None, "bool", "float"],
         [False, True], [0.0, 0.1], [False, True], [False, True],
     )
     for dtype, shape, kv_heads, mask_kind, causal, dropout, gqa, transposed in grid:
@@ -236,3 +238,11 @@ def test_the_twin_is_chosen_where_it_costs_less(monkeypatch):
     assert not twin_used(16) and twin_used(1024)  # 2*8*16*16 FLOPs a Linear call vs 2*8*1024*1024
     monkeypatch.setenv(forward_api.TWIN_ENV, "off")
     assert not twin_used(1024)
+
+
+def test_an_unknown_twin_setting_is_refused(monkeypatch):
+    from modscope.errors import UsageError
+
+    monkeypatch.setenv(forward_api.TWIN_ENV, "sometimes")
+    with pytest.raises(UsageError, match="use auto, off or always"):
+        modscope.summary(nn.Linear(4, 4), inputs=torch.randn(2, 4))

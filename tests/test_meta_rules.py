@@ -143,7 +143,10 @@ def test_pointwise_keyword_arguments_the_rule_knows():
     assert meta_rules.pointwise_result(aten.add.Tensor, (x, torch.ones(2, 3)), {}) is None  # a real tensor
 
 
-@pytest.mark.parametrize("shape, normalized", [((2, 5, 8), (8,)), ((3, 4, 6), (4, 6)), ((7, 8), (8,)), ((2, 3, 4, 5), (5,))])
+LAYER_NORM_CASES = [((2, 5, 8), (8,)), ((3, 4, 6), (4, 6)), ((7, 8), (8,)), ((2, 3, 4, 5), (5,))]
+
+
+@pytest.mark.parametrize("shape, normalized", LAYER_NORM_CASES)
 @pytest.mark.parametrize("affine", [True, False])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_layer_norm_results_follow_the_cpu_kernel(shape, normalized, affine, dtype):
@@ -174,8 +177,8 @@ def test_convolution_results_follow_the_cpu_kernel():
         w = torch.rand((*shape, *(kernel,) * dims), dtype=dtype, generator=g)
         b = torch.rand(channels_out, dtype=dtype, generator=g) if bias else None
         for output_padding in ((0,), (1,)) if transposed else ((0,),):
-            args = (x, w, b, [stride] * dims, [padding] * dims, [dilation] * dims, transposed, list(output_padding) * dims,
-                    groups)
+            args = (x, w, b, [stride] * dims, [padding] * dims, [dilation] * dims, transposed,
+                    list(output_padding) * dims, groups)
             try:
                 real = aten.convolution.default(*args)
             except RuntimeError:  # e.g. an output padding CPU refuses: the rule must not answer either

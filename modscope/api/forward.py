@@ -337,8 +337,11 @@ class _Runner:
 
 
 def _twin_setting() -> str:
-    value = os.environ.get(TWIN_ENV, "auto").strip().lower()
-    return {"0": "off", "no": "off", "false": "off", "1": "always", "on": "always", "yes": "always"}.get(value, value)
+    value = os.environ.get(TWIN_ENV, "auto").strip().lower() or "auto"
+    value = {"0": "off", "no": "off", "false": "off", "1": "always", "on": "always", "yes": "always"}.get(value, value)
+    if value not in ("auto", "off", "always"):
+        raise UsageError(f"{TWIN_ENV}={os.environ[TWIN_ENV]!r}: use auto, off or always")
+    return value
 
 
 def _twin_pays(result: PassResult) -> bool:

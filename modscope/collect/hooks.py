@@ -114,7 +114,9 @@ def preserved_state(
     # (TorchScript modules expose read-through wrappers instead of dicts; .to() keeps their objects.)
     tables = [(t, dict(t)) for m in modules for t in (m._parameters, m._buffers) if isinstance(t, dict)]
     # the hook tables' keys (most tables are empty: an empty frozenset is shared, not built per table)
-    hook_keys = [(m, name, set(t) if (t := getattr(m, name, None)) else _NO_KEYS) for m in modules for name in _HOOK_TABLES]
+    hook_keys = [
+        (m, name, set(t) if (t := getattr(m, name, None)) else _NO_KEYS) for m in modules for name in _HOOK_TABLES
+    ]
     attributes = [] if inner else [a for a in map(_attributes_of, modules) if a is not None]
     tensors: dict[int, _TensorState] = {}
     lazy = copy_on_write and not inner

@@ -28,8 +28,8 @@ import torch
 from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
-from modscope.collect.forward.meta_cache import MetaResultCache, can_cache
 from modscope.collect import write_guard
+from modscope.collect.forward.meta_cache import MetaResultCache, can_cache
 from modscope.collect.forward.meta_stand_ins import can_stand_in, can_stand_in_place, compute, in_place_on_cpu
 
 #: False on a torch whose FlopCounterMode routes counting differently; reports then say "unknown".

@@ -246,3 +246,49 @@ def test_an_unknown_twin_setting_is_refused(monkeypatch):
     monkeypatch.setenv(forward_api.TWIN_ENV, "sometimes")
     with pytest.raises(UsageError, match="use auto, off or always"):
         modscope.summary(nn.Linear(4, 4), inputs=torch.randn(2, 4))
+
+
+class AttentionThenData(nn.Module):
+    """Attention, then Python control flow on a value: the twin's pass fails after its kernels were in place."""
+
+    def __init__(self):
+        super().__init__()
+        self.attention = Attention()
+
+    def forward(self, x):
+        y = self.attention(x)
+        if y.sum() > 0:  # meta tensors hold no value: the twin fails here, the model itself is measured
+            return y * 2
+        return y
+
+
+def test_the_attention_kernels_are_gone_after_a_twin_that_failed(monkeypatch):
+    fast, real, used = _with_and_without_twin(AttentionThenData(), (torch.randn(2, 16, 32),), monkeypatch)
+    assert not used and fast == real
+    q = torch.randn(1, 2, 8, 4, device="meta", requires_grad=True)
+    assert "Flash" not in type(F.scaled_dot_product_attention(q, q, q).grad_fn).__name__
+
+
+def test_twins_in_two_threads_measure_what_one_does(monkeypatch):
+    import threading
+
+    monkeypatch.setenv(forward_api.TWIN_ENV, "always")
+    model, x = Attention(), torch.randn(2, 16, 32)
+    alone = modscope.summary(model, inputs=x).forward.memory
+    results, errors = [], []
+
+    def run():
+        try:
+            for _ in range(3):
+                results.append(modscope.summary(Attention(), inputs=x).forward.memory.activations)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and results == [alone.activations] * 6
+    q = torch.randn(1, 2, 8, 4, device="meta", requires_grad=True)
+    assert "Flash" not in type(F.scaled_dot_product_attention(q, q, q).grad_fn).__name__

@@ -292,3 +292,14 @@ def test_twins_in_two_threads_measure_what_one_does(monkeypatch):
     assert not errors and results == [alone.activations] * 6
     q = torch.randn(1, 2, 8, 4, device="meta", requires_grad=True)
     assert "Flash" not in type(F.scaled_dot_product_attention(q, q, q).grad_fn).__name__
+
+
+def test_a_torch_that_refuses_the_kernels_measures_on_the_model(monkeypatch):
+    from modscope.collect.forward import cpu_choices
+
+    def refuse():
+        raise RuntimeError("no such dispatch key")
+
+    monkeypatch.setattr(cpu_choices, "_register", refuse)
+    fast, real, used = _with_and_without_twin(Attention(), (torch.randn(2, 16, 32),), monkeypatch)
+    assert not used and fast == real

@@ -55,13 +55,20 @@ class CpuChoices:
     def __enter__(self) -> "CpuChoices":
         with _LOCK:
             if not _registered:
-                _registered[:] = [_register(), 0]
+                try:
+                    _registered[:] = [_register(), 0]
+                except Exception as exc:  # noqa: BLE001 - a torch without these keys: the twin stands aside
+                    self.refuse(f"cannot register the imitating kernels ({type(exc).__name__})")
+                    return self
             _registered[1] += 1
         self._token = _ACTIVE.set(self)
         return self
 
     def __exit__(self, *exc) -> None:
+        if self._token is None:  # registration failed on entry: nothing to undo
+            return
         _ACTIVE.reset(self._token)
+        self._token = None
         with _LOCK:
             _registered[1] -= 1
             if _registered[1] == 0:

@@ -303,3 +303,54 @@ def test_a_torch_that_refuses_the_kernels_measures_on_the_model(monkeypatch):
     monkeypatch.setattr(cpu_choices, "_register", refuse)
     fast, real, used = _with_and_without_twin(Attention(), (torch.randn(2, 16, 32),), monkeypatch)
     assert not used and fast == real
+
+
+# Found by a review: each measured another estimate on the twin than on the model, before its fix
+class StopGradient(nn.Module):  # a and a.detach() share memory: one storage, counted once (meta keys by storage)
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(64, 64)
+
+    def forward(self, x):
+        a = self.fc(x)
+        return torch.sin(a) * a.detach()
+
+
+class Bag(nn.Module):  # meta's embedding_bag sizes its saved offset2bag/bag_size unlike CPU's: refused
+    def __init__(self):
+        super().__init__()
+        self.bag, self.fc = nn.EmbeddingBag(100, 16, mode="mean"), nn.Linear(16, 32)
+
+    def forward(self, x):
+        return self.fc(self.bag(x))
+
+
+class Cell(nn.Module):  # the recurrent cells take other kernels on CPU: refused
+    def __init__(self, kind):
+        super().__init__()
+        self.cell = kind(32, 32)
+
+    def forward(self, x):
+        out = self.cell(x)
+        return out[0] if isinstance(out, tuple) else out
+
+
+REVIEW_CASES = {
+    "detach": (StopGradient, lambda: torch.randn(8, 64)),
+    "embedding_bag": (Bag, lambda: torch.randint(0, 100, (8, 4))),
+    "lstm_cell": (lambda: Cell(nn.LSTMCell), lambda: torch.randn(8, 32)),
+    "gru_cell": (lambda: Cell(nn.GRUCell), lambda: torch.randn(8, 32)),
+    "bfloat16": (lambda: nn.Sequential(nn.Linear(32, 32), nn.LayerNorm(32)).bfloat16(),
+                 lambda: torch.randn(8, 32).bfloat16()),
+    "bfloat16_conv_bn": (lambda: nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8)).bfloat16(),
+                         lambda: torch.randn(2, 3, 8, 8).bfloat16()),
+}
+
+
+@pytest.mark.parametrize("case", REVIEW_CASES)
+def test_what_a_review_found_measures_the_same(case, monkeypatch):
+    make, inputs = REVIEW_CASES[case]
+    torch.manual_seed(0)
+    fast, real, used = _with_and_without_twin(make(), (inputs(),), monkeypatch)
+    assert fast == real
+    assert used == (case == "detach")

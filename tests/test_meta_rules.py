@@ -204,3 +204,13 @@ def test_convolution_rule_leaves_other_layouts_and_bad_calls_to_the_meta_kernel(
     assert meta_rules.convolution_result((meta(1, 5, 8, 8), *ok[1:])) is None  # channels do not match
     assert meta_rules.convolution_result((meta(1, 4, 2, 2), *ok[1:])) is None  # kernel larger than the input
     assert meta_rules.convolution_result((x, meta(6, 4, 3, 3, dtype=torch.float64), *ok[2:])) is None
+
+
+def test_rules_refuse_what_the_cpu_kernel_refuses():
+    expanded = meta(1, 4).expand(3, 4)  # writing it would write one element several times: CPU refuses
+    assert not meta_rules.in_place_fits(aten.add_.Scalar, (expanded, 1.0), {})
+    a = meta(5)
+    assert not meta_rules.in_place_fits(aten.add_.Tensor, (a[1:], a[:-1]), {})  # partial overlap: CPU refuses
+    assert meta_rules.in_place_fits(aten.add_.Tensor, (a, a), {})  # the same tensor: fine
+    assert meta_rules.batch_norm_result((meta(2, 0, 4), None, None, None, None, True, 0.1, 1e-5)) is None
+    assert meta_rules.layer_norm_result((meta(2, 4), [], None, None, 1e-5)) is None

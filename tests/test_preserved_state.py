@@ -265,3 +265,19 @@ def test_the_recorded_pass_guards_writes_with_or_without_the_flop_counter(flops)
         warnings.simplefilter("error", StateNotRestoredWarning)
         modscope.summary(model, inputs=torch.randn(2, 128), flops=flops, memory=False)
     assert_unchanged(model, before)
+
+
+def test_a_write_behind_the_dispatcher_is_reported_not_hidden():
+    # a numpy view of a weight writes past every dispatch mode: no copy was made, so it cannot be put back,
+    # but the checksum taken on entry sees it and says so (before copy-on-write, a copy restored it)
+    class ThroughNumpy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+
+        def forward(self, x):
+            self.lin.weight.detach().numpy()[0, 0] = 123.0
+            return self.lin(x)
+
+    with pytest.warns(StateNotRestoredWarning, match=r"Linear\.weight"):
+        modscope.summary(ThroughNumpy(), inputs=torch.randn(2, 4), memory=False)

@@ -294,6 +294,8 @@ class _Runner:
             return None
         if torch.are_deterministic_algorithms_enabled():  # torch's Python picks other kernels off CPU then
             return None  # (F.interpolate's decomposition, whose backward saves other tensors)
+        if any(t.dtype in (torch.float16, torch.bfloat16) for t in _tensors(self.model, plain=True)):
+            return None  # meta keeps some statistics in float32 where CPU keeps half precision
         try:
             model = meta_copy(self.model)
         except Exception:  # noqa: BLE001 - the user's objects may refuse to be copied; measure for real then

@@ -58,6 +58,7 @@ class _TensorState:
     place: tuple | None = None  # (data_ptr, shape, strides, offset) of ``data``, to see it replaced
     value: torch.Tensor | None = None  # a copy of its values (plain dense tensors), compared on exit
     deferred: bool = False  # its copy is made by the write guard, before the first op that writes it
+    checksum: int | None = None  # of a deferred tensor's storage: a write the guard could not see changes it
 
 
 @dataclass
@@ -238,6 +239,7 @@ def _snapshot(t: torch.Tensor, where: str, values: bool = True, defer: bool = Fa
         if values and _copyable(state.data):
             if defer:
                 state.deferred = True
+                state.checksum = _checksum(state.data)  # a write behind the dispatcher is seen on exit
             else:
                 state.value = _copy(state.data)
     return state
@@ -262,6 +264,20 @@ def _write_guard(states, watched: bool) -> Iterator[None]:
 
     with guarding(set(by_storage), copy, watched=watched):
         yield
+
+
+def _checksum(data: torch.Tensor) -> int | None:
+    """The sum, wrapping around, of the 64-bit words of ``data``'s storage (and of its last bytes): one pass,
+    as fast as a float sum, and any change to a single word changes it (a permutation of words would not)."""
+    try:
+        storage = data.untyped_storage()
+        size = storage.nbytes()
+        words = torch.empty(0, dtype=torch.int64, device=data.device).set_(storage, 0, (size // 8,))
+        tail = torch.empty(0, dtype=torch.uint8, device=data.device).set_(storage, 0, (size,))[size // 8 * 8:]
+        with torch.no_grad():
+            return int(words.sum()) * 256 + int(tail.sum(dtype=torch.int64))
+    except (RuntimeError, NotImplementedError, TypeError):
+        return None
 
 
 def _copyable(data: torch.Tensor) -> bool:
@@ -311,6 +327,8 @@ def _restore_tensor(state: _TensorState) -> bool:
         if moved:  # autograd's check on tensors it saved sees the tensor as untouched again
             torch._C._autograd._unsafe_set_version_counter((t,), (state.version,))
         return True
+    if state.checksum is not None and _checksum(state.data) != state.checksum:
+        return False  # written behind torch's dispatcher (a numpy view, an extension): no copy to restore from
     # meta and lazy tensors hold no values to lose; anything else changed without a copy is reported
     return not moved or state.data is None or state.data.is_meta
 

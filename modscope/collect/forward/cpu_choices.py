@@ -31,7 +31,7 @@ _aten = torch.ops.aten
 _SDPA = _aten.scaled_dot_product_attention.default
 _RECURRENT = tuple(
     f"{name}.{overload}" for name in ("lstm", "gru", "rnn_tanh", "rnn_relu") for overload in ("input", "data")
-)
+) + ("lstm_cell", "gru_cell", "rnn_tanh_cell", "rnn_relu_cell")
 _FLASH_FOR_CPU = getattr(_aten, "_scaled_dot_product_flash_attention_for_cpu", None)
 _MATH, _FLASH = 0, 1  # torch's SDPBackend numbering, as _fused_sdp_choice returns it
 
@@ -89,12 +89,31 @@ _BOOLEAN_INDEXED = frozenset(
 )
 
 
+# embedding_bag: meta's kernel sizes its offset2bag/bag_size outputs (which autograd saves) unlike CPU's
+_UNLIKE_CPU = frozenset(
+    op for op in (getattr(getattr(_aten, name, None), "default", None)
+                  for name in ("_embedding_bag", "_embedding_bag_forward_only")) if op is not None
+)
+# norms keep their statistics in float32 on meta but in the input's precision on CPU for half inputs
+_NORMS = frozenset(
+    op for op in (getattr(getattr(_aten, name, None), "default", None)
+                  for name in ("native_layer_norm", "native_batch_norm", "native_group_norm", "_native_batch_norm_legit",
+                               "_native_batch_norm_legit_functional", "_fused_rms_norm")) if op is not None
+)
+_HALF = (torch.float16, torch.bfloat16)
+
+
 def check_op(func, args) -> None:
     """Called by the meta pass's dispatch mode for every op: refuse the active twin where the op's result (or
     what autograd saves for it) depends on values meta does not have. Indexing with a boolean mask is that case:
     CPU turns the mask into the indices of its true elements (saving as many int64s as there are), while
     meta's kernel for an in-place masked write keeps the shape and runs without a word (wav2vec2's SpecAugment
     writes ``hidden[mask] = embedding``; its twin measured another graph)."""
+    if func in _UNLIKE_CPU or (func in _NORMS and args and getattr(args[0], "dtype", None) in _HALF):
+        choices = _ACTIVE.get()
+        if choices is not None:
+            choices.refuse(f"{func.__name__} (meta's kernel saves other tensors than CPU's here)")
+        return
     if func in _BOOLEAN_INDEXED and len(args) > 1:
         choices = _ACTIVE.get()
         if choices is not None and any(
@@ -117,8 +136,8 @@ def _register():
 
 
 def _recurrent(name: str):
-    packet, overload = name.split(".")
-    op = getattr(getattr(_aten, packet), overload)
+    packet, _, overload = name.partition(".")
+    op = getattr(getattr(_aten, packet), overload or "default")
 
     def kernel(*args, **kwargs):
         choices = _ACTIVE.get()

@@ -166,7 +166,7 @@ def layer_norm_result(args: tuple):
         return None
     normalized = tuple(normalized)
     axis = x.dim() - len(normalized)
-    if axis < 0 or tuple(x.shape[axis:]) != normalized:
+    if not normalized or axis < 0 or tuple(x.shape[axis:]) != normalized:
         return None
     for t in rest:
         if t is not None and (not _plain_meta(t) or t.dtype != x.dtype or tuple(t.shape) != normalized):
@@ -190,8 +190,8 @@ def batch_norm_result(args: tuple):
     None, for the meta kernel to answer, unless the input is float32/float64 and every other tensor is None or
     a plain (C,) meta tensor of that dtype (CPU refuses mixed dtypes, which the decomposition accepts)."""
     x, *rest = args[:5]
-    if not _plain_meta(x) or x.dtype not in _FULL_FLOATS or x.dim() < 2:
-        return None
+    if not _plain_meta(x) or x.dtype not in _FULL_FLOATS or x.dim() < 2 or x.numel() == 0:
+        return None  # (CPU refuses an empty input)
     channels = x.shape[1]
     for t in rest:
         if t is not None and (not _plain_meta(t) or t.dtype != x.dtype or tuple(t.shape) != (channels,)):
@@ -218,10 +218,15 @@ def _fits_in_place(args: tuple) -> bool:
     self = args[0] if args else None
     if not isinstance(self, torch.Tensor) or not _plain_meta(self) or self.dtype not in _FULL_FLOATS:
         return False
+    if torch._debug_has_internal_overlap(self) != 0:  # an expanded self: CPU refuses to write it
+        return False
     shape = self.shape
+    own = self.untyped_storage()._cdata
     for other in args[1:]:
         if isinstance(other, torch.Tensor):
             if not _plain_meta(other) or other.dtype != self.dtype:
+                return False
+            if other is not self and other.untyped_storage()._cdata == own:  # may overlap self partly: CPU refuses
                 return False
             if other.dim() > len(shape) or any(
                 size != 1 and size != shape[len(shape) - other.dim() + i] for i, size in enumerate(other.shape)

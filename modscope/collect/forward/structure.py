@@ -84,11 +84,15 @@ def iter_tensors(value: Any, depth: int = 0, *, limit: int | None = MAX_ITEMS) -
 def storage_key(tensor: torch.Tensor):
     """Identity of the memory behind ``tensor``: views and in-place results share a key.
 
-    Meta tensors have no addresses, so their key is the view's base object (callers keep it alive).
+    Meta tensors have no addresses, so their key is their storage object's (callers keep the tensor alive, so
+    the address is not reused): views, ``detach()`` and ``.data`` share it, as they share memory on CPU.
     """
     base = tensor._base if tensor._base is not None else tensor
     if tensor.is_meta:
-        return ("meta", id(base))
+        try:
+            return ("meta", tensor.untyped_storage()._cdata)
+        except (RuntimeError, NotImplementedError):
+            return ("meta", id(base))
     try:
         return (tensor.device, tensor.untyped_storage().data_ptr())
     except (RuntimeError, NotImplementedError):  # wrapper subclasses, sparse, ...

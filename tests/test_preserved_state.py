@@ -235,12 +235,13 @@ def test_copy_on_write_copies_no_weight_a_pass_only_reads(monkeypatch):
     model = BigWrites("none")
     with preserved_state(model, copy_on_write=True):
         model(torch.randn(2, 128))
-    assert copied == [(256, 128)]  # the tensor attribute only: parameters are copied when written
+    # the tensor attribute and the small biases: big parameters are copied when written
+    assert sorted(copied) == [(128,), (256,), (256, 128)]
     copied.clear()
     model.how = "through_data"
     with preserved_state(model, copy_on_write=True):
         model(torch.randn(2, 128))
-    assert sorted(copied) == [(256, 128), (256, 128)]  # the written weight and the attribute, not the others
+    assert sorted(copied) == [(128,), (256,), (256, 128), (256, 128)]  # + the written weight, not the others
     copied.clear()
     with preserved_state(model):  # without copy_on_write every value is copied on entry
         pass
@@ -273,11 +274,16 @@ def test_a_write_behind_the_dispatcher_is_reported_not_hidden():
     class ThroughNumpy(nn.Module):
         def __init__(self):
             super().__init__()
-            self.lin = nn.Linear(4, 4)
+            self.big, self.small = nn.Linear(128, 256), nn.Linear(256, 4)  # 128 KiB: deferred; 4 KiB: copied
 
         def forward(self, x):
-            self.lin.weight.detach().numpy()[0, 0] = 123.0
-            return self.lin(x)
+            self.big.weight.detach().numpy()[0, 0] = 123.0
+            self.small.weight.detach().numpy()[0, 0] = 123.0
+            return self.small(self.big(x))
 
-    with pytest.warns(StateNotRestoredWarning, match=r"Linear\.weight"):
-        modscope.summary(ThroughNumpy(), inputs=torch.randn(2, 4), memory=False)
+    model = ThroughNumpy()
+    small = model.small.weight.detach().clone()
+    with pytest.warns(StateNotRestoredWarning, match=r"Linear\.weight") as caught:
+        modscope.summary(model, inputs=torch.randn(2, 128), memory=False)
+    assert len(caught) == 1 and str(caught[0].message).count("Linear.weight") == 1  # the big weight alone
+    assert torch.equal(model.small.weight, small)  # a small one is copied on entry, so it is put back

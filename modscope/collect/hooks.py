@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 from torch.nn.parameter import is_lazy
 
-from modscope.collect.write_guard import guarding, storage_key
+from modscope.collect.write_guard import guarding, storage_address
 from modscope.core.walk import visits
 
 _HOOK_TABLES = (
@@ -36,6 +36,9 @@ _HOOK_TABLES = (
 _MODULE_OWN = frozenset(vars(nn.Module()))
 _MISSING = object()
 _NO_KEYS: frozenset = frozenset()
+#: with ``copy_on_write``, parameters up to this size are still copied on entry: a copy of a small tensor costs
+#: no more than the checksum a deferred one takes, and restores instead of only reporting
+EAGER_COPY_MAX_BYTES = 1 << 16
 #: ids of the modules under a ``preserved_state(carry=True)``: passes inside see each other's changes.
 _CARRYING: contextvars.ContextVar[frozenset] = contextvars.ContextVar("modscope_carrying", default=frozenset())
 _SAME_SIZE_INT = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
@@ -94,9 +97,10 @@ def preserved_state(
     an analysed forward pass does not shift the user's random stream. ``modules``: every module of ``model``
     once, when the caller has already walked it.
 
-    ``copy_on_write=True``: parameters are copied only when an op first writes them
-    (``modscope.collect.write_guard``; a pass that writes none copies none), buffers and tensor attributes
-    (the state a forward is meant to update) on entry as always. ``ops_watched``: a dispatch mode of the caller's
+    ``copy_on_write=True``: parameters over ``EAGER_COPY_MAX_BYTES`` are copied only when an op first writes
+    them (``modscope.collect.write_guard``; a pass that writes none copies none) and checksummed on entry and
+    exit (a write the guard cannot see is reported); buffers, tensor attributes (the state a forward is meant
+    to update) and small parameters are copied on entry as always. ``ops_watched``: a dispatch mode of the caller's
     hands every op of the block to the guard (``write_guard.current()``), so the guard needs no mode of its own.
 
     ``carry=True``: the passes run inside leave values and attributes to each other (a second call sees a
@@ -237,7 +241,7 @@ def _snapshot(t: torch.Tensor, where: str, values: bool = True, defer: bool = Fa
         state.data = t.data
         state.place = _place(state.data)
         if values and _copyable(state.data):
-            if defer:
+            if defer and state.data.untyped_storage().nbytes() > EAGER_COPY_MAX_BYTES:
                 state.deferred = True
                 state.checksum = _checksum(state.data)  # a write behind the dispatcher is seen on exit
             else:
@@ -251,7 +255,7 @@ def _write_guard(states, watched: bool) -> Iterator[None]:
     by_storage: dict[int, list[_TensorState]] = {}
     for state in states:
         if state.deferred:
-            key = storage_key(state.data)
+            key = storage_address(state.data)
             if key is not None:
                 by_storage.setdefault(key, []).append(state)
     if not by_storage:

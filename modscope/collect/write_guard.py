@@ -2,16 +2,17 @@
 
 ``preserved_state`` must give back every parameter exactly as it was, and a forward may write one in place
 (``p.data.mul_(2)``, ``Embedding(max_norm=...)``'s renormalisation). Copying every weight on entry and
-comparing on exit read a resnet50's 100 MB three times per pass, a third of the pass itself. ``WriteGuard``
-is a dispatch mode that looks only at ops whose schema says they write an argument (``mul_``, ``copy_``,
-``out=``, ``set_``, ``embedding_renorm_``): the first such write into the storage of a guarded tensor copies
-that tensor's values before the op runs, so exit restores it from the copy as before.
+comparing on exit read a resnet50's 100 MB three times per pass, a third of the pass itself. A
+``WriteGuard`` looks only at ops whose schema says they write an argument (``mul_``, ``copy_``, ``out=``,
+``set_``, ``embedding_renorm_``): the first such write into the storage of a guarded tensor copies that
+tensor's values before the op runs, so exit restores it from the copy as before. It sees the ops through a
+dispatch mode of its own, or through the FLOP counter's mode when the pass has one.
 
 What a dispatch mode cannot see is not guarded this way: writes behind torch's dispatcher (a compiled
 extension bound with pybind11, a numpy view) and ops whose schema hides a write (``native_batch_norm``
-updates its running statistics without saying so). ``preserved_state`` therefore guards only parameters
-lazily (weights a forward reads), and still copies buffers and tensor attributes (the state a forward is
-meant to update) on entry.
+updates its running statistics without saying so). ``preserved_state`` therefore defers only big
+parameters (weights a forward reads), checksums them to report a write it could not undo, and still copies
+buffers, tensor attributes and small parameters on entry.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 _NO_WRITES: tuple = ()
 
 
-def storage_key(t: torch.Tensor) -> int | None:
+def storage_address(t: torch.Tensor) -> int | None:
     """The address of ``t``'s storage (shared by its views), or None for a tensor with no storage of its own."""
     if type(t) not in (torch.Tensor, torch.nn.Parameter) or t.is_meta:
         return None
@@ -63,7 +64,7 @@ class WriteGuard:
     def _before_write(self, value) -> None:
         for t in value if isinstance(value, (list, tuple)) else (value,):
             if isinstance(t, torch.Tensor):
-                key = storage_key(t)
+                key = storage_address(t)
                 if key in self.pending:
                     self.pending.discard(key)
                     self.copy(key)
@@ -111,10 +112,8 @@ def _written_arguments(func) -> tuple:
         arguments = func._schema.arguments
     except AttributeError:
         return _NO_WRITES
-    positions, names = [], []
-    for i, a in enumerate(arguments):
-        if a.alias_info is not None and a.alias_info.is_write:
-            (names if a.kwarg_only else positions).append(i if not a.kwarg_only else a.name)
-            if not a.kwarg_only:
-                names.append(a.name)  # a positional argument may also be passed by name
-    return (tuple(positions), tuple(names)) if positions or names else _NO_WRITES
+    written = [(i, a) for i, a in enumerate(arguments) if a.alias_info is not None and a.alias_info.is_write]
+    if not written:
+        return _NO_WRITES
+    positions = tuple(i for i, a in written if not a.kwarg_only)
+    return positions, tuple(a.name for _, a in written)  # a positional argument may also be passed by name

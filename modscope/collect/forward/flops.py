@@ -191,6 +191,10 @@ class FlopCounter(FlopCounterMode):
     >>> counter.get_total_flops(), counter.uncounted_ops()
     """
 
+    #: does the counter hand every op to the write guard of the ``preserved_state`` it runs in? (Not on a torch
+    #: without ``_FlopCounterMode``, where the stock mode dispatches: the guard then pushes a mode of its own.)
+    watches_writes = _Inner is not None
+
     def __init__(self, *, reuse_meta: bool = False) -> None:
         super().__init__(display=False, depth=None, custom_mapping=EXTRA_FORMULAS)
         self.ops: dict[int, _Op] = {}
@@ -201,10 +205,6 @@ class FlopCounter(FlopCounterMode):
         self.guard = None  # the write guard of the pass (``watches_writes``), found on entry
         if hasattr(self, "mod_tracker"):
             self.mod_tracker = _Tracker()
-
-    #: does the counter hand every op to the write guard of the ``preserved_state`` it runs in? (Not on a torch
-    #: without ``_FlopCounterMode``, where the stock mode dispatches: the guard then pushes a mode of its own.)
-    watches_writes = _Inner is not None
 
     def __enter__(self):
         self.uncounted.clear()

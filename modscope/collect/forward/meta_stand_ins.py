@@ -88,8 +88,8 @@ def can_stand_in_place(func) -> bool:
 def in_place_on_cpu(func, args: tuple, kwargs: dict | None) -> bool:
     """Check an in-place pointwise op on meta ``args`` with its CPU kernel on stand-ins (meta tensors hold
     nothing to write): True when the CPU kernel accepted them, so the op's result is ``args[0]`` itself.
-    Big calls of the common float ops (a residual ``out += identity``, ``relu_``) are checked by their rule
-    instead: torch's meta kernels for them are Python, ~70 us a call."""
+    Calls of the common float ops (a residual ``out += identity``, ``relu_``) are first checked by their rule
+    (``meta_rules.in_place_fits``), at any size: torch's meta kernels for them are Python, ~70 us a call."""
     if meta_rules.in_place_fits(func, args, kwargs):
         return True
     return on_cpu(func, args, kwargs, fresh=False) is not None
